@@ -1,0 +1,1 @@
+"""Subcommands of `python -m llm`, one module each (see llm/__main__.py)."""

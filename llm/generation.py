@@ -1,0 +1,189 @@
+"""Turning a GPT's logits into text (sections 4.7 and 5.3).
+
+Greedy decoding, temperature scaling, top-k and top-p (nucleus) filtering, a
+streaming generator that yields one token at a time and uses the KV cache, and the
+next-token distribution before and after those knobs, for the lab to plot.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .model import GPTModel, KVCache
+from .tokenizer import ENDOFTEXT_ID, get_tokenizer, text_to_token_ids, token_ids_to_text
+
+
+def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
+                   max_new_tokens: int | None = None, context_length: int | None = None,
+                   vocab_size: int = 50257) -> None:
+    """Raise a ValueError that says what is wrong with these sampling settings."""
+    if temperature is None or temperature < 0:
+        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if top_k is not None and not 1 <= top_k <= vocab_size:
+        raise ValueError(f"top-k must be between 1 and the vocabulary size {vocab_size} "
+                         f"(or empty for no top-k), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top-p must be in (0, 1], got {top_p}")
+    if max_new_tokens is not None and max_new_tokens < 1:
+        raise ValueError(f"max new tokens must be at least 1, got {max_new_tokens}")
+    if max_new_tokens is not None and context_length is not None and max_new_tokens > context_length:
+        raise ValueError(f"max new tokens ({max_new_tokens}) is larger than the model's context "
+                         f"length ({context_length})")
+
+
+def apply_sampling_filters(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+                           top_p: float | None = None) -> torch.Tensor:
+    """Top-k, then temperature, then top-p on the last dimension; filtered entries become -inf.
+
+    Section 5.3: top-k keeps the k largest logits; temperature divides the logits
+    (temperature 0 means greedy and leaves them unscaled); top-p keeps the smallest
+    set of tokens whose probabilities add up to at least p.
+    """
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth_largest, -torch.inf)
+    if temperature > 0:
+        logits = logits / temperature
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p
+        drop_sorted = (cumulative - torch.softmax(sorted_logits, dim=-1)) >= top_p
+        drop = drop_sorted.scatter(-1, sorted_idx, drop_sorted)
+        logits = logits.masked_fill(drop, -torch.inf)
+    return logits
+
+
+def sample_next_token(logits: torch.Tensor, temperature: float = 0.0, top_k=None, top_p=None,
+                      generator: torch.Generator | None = None):
+    """Choose the next token id (batch, 1) and the probability it had under the sampling distribution."""
+    filtered = apply_sampling_filters(logits, temperature, top_k, top_p)
+    probs = torch.softmax(filtered, dim=-1)
+    if temperature > 0:
+        idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
+    else:
+        idx_next = torch.argmax(filtered, dim=-1, keepdim=True)
+    return idx_next, probs.gather(-1, idx_next)
+
+
+def generate_text_simple(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, context_size: int):
+    """The book's greedy loop of section 4.7: the whole window is recomputed for every token."""
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_size:]
+        with torch.no_grad():
+            logits = model(idx_cond)
+        idx_next = torch.argmax(logits[:, -1, :], dim=-1, keepdim=True)
+        idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
+@dataclass(frozen=True)
+class GeneratedToken:
+    id: int
+    prob: float  # probability of this token under the distribution it was sampled from
+
+
+def crop_prompt(token_ids: list[int], context_length: int) -> tuple[list[int], int]:
+    """Keep the last `context_length` tokens of a prompt; return them and how many were cropped."""
+    cropped = max(0, len(token_ids) - context_length)
+    return token_ids[cropped:], cropped
+
+
+@torch.inference_mode()
+def stream_generate(model: GPTModel, token_ids: list[int], max_new_tokens: int, temperature: float = 0.0,
+                    top_k: int | None = None, top_p: float | None = None, eos_id: int | None = ENDOFTEXT_ID,
+                    use_cache: bool = True, seed: int | None = None) -> Iterator[GeneratedToken]:
+    """Yield new tokens one at a time (section 5.3's `generate`, streaming).
+
+    Stops early at `eos_id`. A prompt longer than the context is cropped from the
+    left (use `crop_prompt` first to tell the user). With the KV cache, once the
+    window is full the cache is rebuilt from the most recent half of the window, so
+    long generations cost a prefill every context_length/2 tokens instead of every token.
+    """
+    context_length = model.cfg.context_length
+    check_sampling(temperature, top_k, top_p, max_new_tokens, vocab_size=model.cfg.vocab_size)
+    if not token_ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=model.device).manual_seed(seed) if seed is not None else None
+    ids = crop_prompt(list(token_ids), context_length)[0]
+    cache = None
+    pending = ids  # tokens the model has not seen yet
+    try:
+        for _ in range(max_new_tokens):
+            if use_cache:
+                if cache is None or cache.pos + len(pending) > context_length:
+                    keep = context_length // 2 if cache is not None else context_length
+                    cache = KVCache(model.cfg, batch_size=1, device=model.device,
+                                    dtype=model.tok_emb.weight.dtype)
+                    pending = ids[-keep:]
+                logits = model(torch.tensor([pending], device=model.device), kv_cache=cache, last_only=True)
+            else:
+                window = torch.tensor([ids[-context_length:]], device=model.device)
+                logits = model(window, last_only=True)
+            idx_next, prob = sample_next_token(logits[:, -1, :].float(), temperature, top_k, top_p, generator)
+            token = int(idx_next)
+            if eos_id is not None and token == eos_id:
+                break
+            ids.append(token)
+            pending = [token]
+            yield GeneratedToken(token, float(prob))
+    finally:
+        model.train(was_training)
+
+
+def generate(model: GPTModel, idx: torch.Tensor, max_new_tokens: int, context_size: int | None = None,
+             temperature: float = 0.0, top_k: int | None = None, eos_id: int | None = None,
+             top_p: float | None = None, use_cache: bool = True, seed: int | None = None) -> torch.Tensor:
+    """The book's `generate` (section 5.3.3) for a batch of one: returns idx with new tokens appended."""
+    if context_size is not None and context_size != model.cfg.context_length:
+        idx = idx[:, -context_size:]
+    new = [t.id for t in stream_generate(model, idx[0].tolist(), max_new_tokens, temperature, top_k,
+                                         top_p, eos_id, use_cache, seed)]
+    return torch.cat([idx, torch.tensor([new], dtype=idx.dtype, device=idx.device)], dim=1)
+
+
+def generate_text(model: GPTModel, prompt: str, max_new_tokens: int = 50, **kwargs) -> str:
+    """Prompt text in, continuation text out (without the prompt)."""
+    return token_ids_to_text(t.id for t in stream_generate(model, text_to_token_ids(prompt),
+                                                            max_new_tokens, **kwargs))
+
+
+@dataclass
+class NextTokenChoice:
+    id: int
+    piece: str
+    prob_model: float  # softmax of the raw logits
+    prob_sampling: float  # after temperature, top-k and top-p (0 when filtered out)
+
+
+@torch.inference_mode()
+def next_token_distribution(model: GPTModel, token_ids: list[int], temperature: float = 1.0,
+                            top_k: int | None = None, top_p: float | None = None,
+                            n: int = 10) -> list[NextTokenChoice]:
+    """The n most likely next tokens, with probabilities before and after the sampling knobs."""
+    check_sampling(temperature, top_k, top_p, vocab_size=model.cfg.vocab_size)
+    if not token_ids:
+        raise ValueError("the prompt is empty: give at least one token")
+    was_training = model.training
+    model.eval()
+    try:
+        ids = crop_prompt(list(token_ids), model.cfg.context_length)[0]
+        logits = model(torch.tensor([ids], device=model.device), last_only=True)[0, -1].float()
+    finally:
+        model.train(was_training)
+    prob_model = torch.softmax(logits, dim=-1)
+    filtered = apply_sampling_filters(logits, temperature, top_k, top_p)
+    if temperature == 0:  # greedy: all the mass on the arg-max
+        prob_sampling = torch.zeros_like(prob_model)
+        prob_sampling[int(torch.argmax(filtered))] = 1.0
+    else:
+        prob_sampling = torch.softmax(filtered, dim=-1)
+    top = torch.topk(prob_model, min(n, prob_model.numel()))
+    enc = get_tokenizer()
+    return [NextTokenChoice(int(i), enc.decode([int(i)]) if int(i) < enc.n_vocab else f"<{int(i)}>",
+                            float(p), float(prob_sampling[i]))
+            for p, i in zip(top.values, top.indices)]
