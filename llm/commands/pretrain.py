@@ -1,0 +1,143 @@
+"""`python -m llm pretrain`: train a GPT on a text file (chapter 5) with a progress bar.
+
+Writes the checkpoint (`--out`), the loss curve as CSV and as a self-contained plotly
+HTML page next to it, and prints the final sample. Ctrl-C stops after the current
+step and saves a resumable checkpoint; `--resume` continues it exactly.
+(No PNG: neither matplotlib nor kaleido is installed here; the HTML page works offline.)
+"""
+from __future__ import annotations
+
+import csv
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+NAME = "pretrain"
+HELP = "pretrain a GPT on a text file (chapter 5): progress bar, loss curve (CSV + HTML), final sample"
+
+
+def add_arguments(parser):
+    from llm.pretraining import DEFAULT_PROMPT, DEFAULT_TEXT, SETTINGS
+    parser.add_argument("--text", default=str(DEFAULT_TEXT), help="UTF-8 text file (default: the-verdict)")
+    parser.add_argument("--preset", default="lecture", choices=sorted(SETTINGS),
+                        help="settings: 'lecture' (about a minute) or 'book-ch05' (the book's 124M run)")
+    parser.add_argument("--model", default=None, help="model shape preset instead of the settings' own "
+                                                       "(e.g. lab-tiny, lab-small, gpt2-small)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--lr", type=float, help="peak learning rate")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--context", type=int, help="window length (max_length) in tokens")
+    parser.add_argument("--stride", type=int, help="window stride (default: the context)")
+    parser.add_argument("--eval-every", type=int, help="evaluate every N steps")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--prompt", default=None, help=f"sample prompt (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--resume", default=None, help="resumable checkpoint to continue from")
+    parser.add_argument("--out", default=None, help="checkpoint to write (default: "
+                                                    "checkpoints/pretrained-<preset>.safetensors)")
+    parser.add_argument("--estimate", action="store_true",
+                        help="only time a few steps here and print how long the run would take")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+
+
+def curve_paths(out: Path) -> tuple[Path, Path]:
+    stem = out.name.removesuffix(".safetensors")
+    return out.with_name(stem + ".loss.csv"), out.with_name(stem + ".loss.html")
+
+
+def write_curve(history: list[dict], csv_path: Path, html_path: Path) -> None:
+    """The loss curve of section 5.2 (train and validation loss against tokens seen) as CSV and HTML."""
+    from llm.pretraining import loss_rows
+    rows = loss_rows(history)
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
+        writer.writeheader()
+        writer.writerows(rows)
+    import plotly.graph_objects as go
+    fig = go.Figure()
+    x = [r["tokens_seen"] for r in rows]
+    for key, name in (("train_loss", "training loss"), ("val_loss", "validation loss")):
+        if any(r.get(key) is not None for r in rows):
+            fig.add_trace(go.Scatter(x=x, y=[r.get(key) for r in rows], mode="lines+markers", name=name))
+    fig.update_layout(title="Pretraining loss", xaxis_title="tokens seen", yaxis_title="cross-entropy loss",
+                      template="plotly_white")
+    fig.write_html(html_path, include_plotlyjs=True)  # self-contained: opens offline
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from llm.paths import checkpoints_dir
+    from llm.pretraining import eval_forwards, estimate_seconds, get_settings, load_text, perplexity, pretrain
+
+    text = load_text(args.text)
+    overrides = dict(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
+                     context_length=args.context, stride=args.stride or args.context, eval_every=args.eval_every,
+                     seed=args.seed, prompt=args.prompt)
+    settings = get_settings(args.preset)
+    if args.model:
+        settings = replace(settings, model=args.model)
+    if args.max_steps and not args.epochs:  # --max-steps alone decides the length of the run
+        settings = replace(settings, epochs=None)
+    job = pretrain(text, settings, resume=args.resume, **overrides)
+    run_, settings = job.run, job.settings
+    out = Path(args.out) if args.out else checkpoints_dir() / f"pretrained-{args.preset}.safetensors"
+    print(f"data: {job.data.summary()}")
+    print(f"model: {settings.model} shape, {sum(p.numel() for p in job.model.parameters()):,} parameters; "
+          f"{run_.total_steps} steps (starting at {run_.state.step})")
+    if args.estimate:
+        left = run_.total_steps - run_.state.step
+        seconds = estimate_seconds(job.model.cfg, settings.batch_size, settings.context_length, left,
+                                   eval_forwards(settings, job.data, left))
+        print(f"estimate: about {seconds / 60:.1f} minutes for {left} steps on this machine "
+              f"(timed from real steps; evaluation included)")
+        return 0
+
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):
+        stop["asked"] = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    print("training: Ctrl-C stops after the current step and saves a resumable checkpoint", flush=True)
+    bar = tqdm(total=run_.total_steps, initial=run_.state.step, unit="step", disable=args.no_progress,
+               file=sys.stderr)
+    last = None
+    try:
+        for event in run_:
+            last = event
+            if event.kind == "step":
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.train_loss:.3f}", lr=f"{event.lr:.1e}",
+                                tok_s=f"{event.tokens_per_s:.0f}", refresh=False)
+            elif event.kind == "eval":
+                metrics = " ".join(f"{k}={v:.3f}" for k, v in event.metrics.items())
+                line = f"step {event.step}/{event.total_steps} epoch {event.epoch} seen {event.seen:,}: {metrics}"
+                if event.sample is not None:
+                    line += f"\n  sample: {settings.prompt}{event.sample!r}"
+                bar.write(line) if not args.no_progress else print(line, flush=True)
+            if stop["asked"]:
+                break
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+        run_.close()
+
+    interrupted = last is None or last.kind != "done"
+    job.save(out, resumable=interrupted, text_name=Path(args.text).name)
+    csv_path, html_path = curve_paths(out)
+    write_curve(run_.history, csv_path, html_path)
+    print(f"loss curve: {csv_path} and {html_path} (no PNG: matplotlib/kaleido are not installed)")
+    if interrupted:
+        print(f"stopped at step {run_.state.step}; resumable checkpoint: {out}\n"
+              f"continue with: python -m llm pretrain --text {args.text} --preset {args.preset} --resume {out}",
+              file=sys.stderr)
+        return 130
+    val = last.metrics.get("val_loss")
+    print(f"done: {last.step} steps, {last.seen:,} tokens in {last.elapsed:.1f} s; "
+          f"train loss {last.metrics.get('train_loss', last.train_loss):.3f}"
+          + (f", val loss {val:.3f} (perplexity {perplexity(val):.1f})" if val is not None else ""))
+    print(f"checkpoint: {out}")
+    print(f"sample: {settings.prompt}{last.sample}")
+    return 0

@@ -1,0 +1,538 @@
+"""One training loop for pretraining (chapter 5) and both fine-tunings (chapters 6 and 7).
+
+The loop is the book's `train_model_simple` (section 5.2) grown up with the
+extras of appendix D: AdamW with decoupled weight decay, linear warm-up then
+cosine decay, gradient clipping, plus gradient accumulation, exact resume and
+a bounded evaluation. It is a generator: it yields small `TrainEvent` records
+and stopping is simply no longer pulling from it.
+
+Public API
+----------
+TrainConfig(lr, weight_decay, epochs, max_steps, warmup_steps, warmup_fraction, min_lr,
+            schedule, grad_clip, grad_accum, eval_every, eval_batches, sample_every, seed)
+    `.validate()` raises ValueError with a sentence naming the bad value.
+    `.total_steps(steps_per_epoch)`: how many optimizer steps the run takes.
+
+train(model, train_loader, val_loader, loss_fn, config, evaluate=None, sample=None,
+      resume=None, trainable=None) -> TrainRun   (an Iterator[TrainEvent])
+    loss_fn(model, batch) -> (loss_tensor, num_items): the mean loss of one batch and how many
+        items it covers (tokens for a language model, examples for a classifier); `seen` and
+        `tokens_per_s` count these items.
+    evaluate(model) -> dict[str, float]: called (model in eval mode, no grad) after step 1, every
+        `eval_every` steps and at the end. Default: {"train_loss", "val_loss"}, each the book's
+        `calc_loss_loader` mean over at most `eval_batches` batches.
+    sample(model) -> str: called at every `sample_every`-th step that also evaluates, and at the end.
+    resume: a path to a checkpoint written by `TrainRun.save` / `save_training_checkpoint`, or the
+        `Checkpoint` loaded from one; the model's weights, the optimizer, the schedule position,
+        the epoch, the position inside the epoch and the random number generators are restored,
+        so the run continues with exactly the losses an uninterrupted run would have had.
+    trainable: None (train every parameter whose `requires_grad` is True) or parameter-name
+        prefixes to train, e.g. ("out_head", "final_norm", "trf_blocks.11"); every other
+        parameter is frozen. Only parameters with requires_grad reach the optimizer.
+
+TrainRun: iterate it for events; `.save(path, task=..., labels=..., training=..., resumable=True)`
+    writes a checkpoint (resumable: with optimizer and loop state) at any point between two events; `.model`, `.optimizer`, `.state`,
+    `.total_steps`, `.history` (the eval events so far). When the run ends or is closed the model
+    is left in eval mode with no gradients; a run is never stopped in the middle of an
+    optimizer step, because events are only yielded between steps.
+
+TrainEvent(kind, step, total_steps, epoch, seen, train_loss, metrics, lr, tokens_per_s,
+           elapsed, remaining, sample): `dataclasses.asdict(event)` is JSON-able.
+    kind "step": after every optimizer step; train_loss is that step's mean loss,
+        metrics {"grad_norm": ...} (the norm before clipping).
+    kind "eval": after an evaluation; train_loss is the mean step loss since the previous
+        evaluation, metrics is evaluate()'s dict, sample the text (or None).
+    kind "done": once at the natural end, with the final metrics and sample.
+
+make_optimizer(model, lr, weight_decay) -> torch.optim.AdamW
+    Two groups, the nanoGPT rule: every parameter with 2 or more dimensions (Linear weights,
+    token and position embeddings, the output head) decays; biases and LayerNorm scale/shift
+    do not. `decay_groups(model)` returns the two name lists.
+lr_at(step, config, total_steps) -> float: linear warm-up then cosine decay to min_lr.
+save_training_checkpoint(path, model, optimizer, state, task="lm", labels=None, training=None)
+load_training_state(checkpoint) -> TrainState
+mean_loss(model, loader, loss_fn, num_batches=None) -> float  (the book's calc_loss_loader shape)
+
+Reproducibility: a fresh run seeds torch's global generator and the train loader's own
+`generator` (if it has one) with `config.seed`. Evaluation and sampling run with the random
+state saved and restored around them, so evaluating does not change the training losses.
+Two runs in the same process at the same time share torch's global generator (dropout), so
+exact reproducibility holds for runs that do not overlap (or models without dropout).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_state_dict_checked, save_checkpoint
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training run (section 5.2 plus appendix D)."""
+
+    lr: float = 4e-4  # peak learning rate
+    weight_decay: float = 0.1
+    epochs: int | None = 10  # None: max_steps decides
+    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs decide)
+    warmup_steps: int | None = None  # linear warm-up steps; None: warmup_fraction of the run
+    warmup_fraction: float = 0.0
+    min_lr: float = 0.0  # where the cosine decay ends
+    schedule: str = "cosine"  # "cosine" (after warm-up) or "constant" (the book's chapter 5)
+    grad_clip: float | None = 1.0  # max gradient norm; None or 0: no clipping
+    grad_accum: int = 1  # micro-batches per optimizer step
+    eval_every: int = 5  # evaluate after step 1 and every eval_every steps
+    eval_batches: int | None = 5  # batches per evaluation (None: whole loaders)
+    sample_every: int | None = None  # sample at evaluations every this many steps (None: each eval)
+    seed: int = 123
+
+    def validate(self) -> "TrainConfig":
+        """Raise a ValueError that says what is wrong with these settings; return self."""
+        problems = []
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"the learning rate must be a positive number (got {self.lr})")
+        elif self.lr > 1.0:
+            problems.append(f"a learning rate of {self.lr} is far too large for AdamW (use at most 1)")
+        if not 0 <= self.min_lr <= (self.lr if self.lr > 0 else 0):
+            problems.append(f"min_lr must be between 0 and the learning rate {self.lr} (got {self.min_lr})")
+        if not 0 <= self.weight_decay < 10:
+            problems.append(f"weight decay must be between 0 and 10 (got {self.weight_decay})")
+        if self.epochs is None and self.max_steps is None:
+            problems.append("give a number of epochs or a maximum number of steps")
+        if self.epochs is not None and self.epochs < 1:
+            problems.append(f"epochs must be at least 1 (got {self.epochs})")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max steps must be at least 1 (got {self.max_steps})")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            problems.append(f"warm-up steps cannot be negative (got {self.warmup_steps})")
+        if not 0 <= self.warmup_fraction < 1:
+            problems.append(f"the warm-up fraction must be in [0, 1) (got {self.warmup_fraction})")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            problems.append(f"gradient clipping norm cannot be negative (got {self.grad_clip})")
+        if self.grad_accum < 1:
+            problems.append(f"gradient accumulation must be at least 1 micro-batch (got {self.grad_accum})")
+        if self.eval_every < 1:
+            problems.append(f"eval_every must be at least 1 step (got {self.eval_every})")
+        if self.eval_batches is not None and self.eval_batches < 1:
+            problems.append(f"eval_batches must be at least 1 (got {self.eval_batches})")
+        if self.sample_every is not None and self.sample_every < 1:
+            problems.append(f"sample_every must be at least 1 step (got {self.sample_every})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def total_steps(self, steps_per_epoch: int | None) -> int:
+        """Optimizer steps in the whole run: epochs x steps per epoch, capped by max_steps."""
+        by_epochs = self.epochs * steps_per_epoch if self.epochs is not None and steps_per_epoch else None
+        if by_epochs is None and self.max_steps is None:
+            raise ValueError("the training data has no length: give max_steps")
+        return min(s for s in (by_epochs, self.max_steps) if s is not None)
+
+    def warmup(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return int(self.warmup_steps)
+        return int(round(self.warmup_fraction * total_steps))
+
+
+@dataclass
+class TrainEvent:
+    """One record from the loop; see the module docstring for what each kind carries."""
+
+    kind: str  # "step" | "eval" | "done"
+    step: int  # optimizer steps done
+    total_steps: int
+    epoch: int  # 1-based epoch the step belongs to
+    seen: int  # items (tokens or examples) trained on so far
+    train_loss: float
+    metrics: dict = field(default_factory=dict)
+    lr: float = 0.0
+    tokens_per_s: float = 0.0  # items per second of training (evaluation time excluded)
+    elapsed: float = 0.0  # wall seconds since the run started (summed over resumes)
+    remaining: float | None = None  # estimated wall seconds to the end
+    sample: str | None = None
+
+
+@dataclass
+class TrainState:
+    """Where a run stands between two optimizer steps; enough to resume exactly."""
+
+    step: int = 0
+    epoch: int = 0  # 0-based index of the epoch in progress
+    batch_in_epoch: int = 0  # micro-batches of that epoch already consumed
+    seen: int = 0
+    elapsed: float = 0.0
+    window_loss: float = 0.0  # sum of step losses since the last evaluation
+    window_steps: int = 0
+    history: list = field(default_factory=list)  # eval events as dicts
+    rng: dict = field(default_factory=dict)  # name -> uint8 state tensor (now and at epoch start)
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d.pop("rng")
+        return d
+
+
+# ---------------------------------------------------------------- optimizer and schedule
+
+def _no_decay(name: str, param: torch.Tensor) -> bool:
+    return param.ndim < 2  # biases, LayerNorm scale and shift
+
+
+def decay_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the trainable parameters that get weight decay, and those that do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if _no_decay(name, p) else decay).append(name)
+    return decay, no_decay
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (decoupled weight decay) over the trainable parameters, no decay on biases and norms."""
+    params = dict(model.named_parameters())
+    decay, no_decay = decay_groups(model)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
+    groups = [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
+              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    # The fused CPU/GPU kernel does the whole update in one pass over memory.
+    try:
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
+    """Learning rate for optimizer step `step` (0-based), appendix D.
+
+    Warm-up: lr * (step + 1) / warmup for the first `warmup` steps (never 0);
+    then cosine from lr down to min_lr at the end of the run ("constant" stays at lr).
+    """
+    warmup = config.warmup(total_steps)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "constant":
+        return config.lr
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def mean_loss(model, loader, loss_fn, num_batches: int | None = None) -> float:
+    """Mean of the batch losses over the first `num_batches` batches (the book's calc_loss_loader)."""
+    if loader is None or len(loader) == 0:
+        return float("nan")
+    num_batches = len(loader) if num_batches is None else min(num_batches, len(loader))
+    total = 0.0
+    for i, batch in enumerate(loader):
+        if i >= num_batches:
+            break
+        total += float(loss_fn(model, batch)[0])
+    return total / num_batches
+
+
+# ---------------------------------------------------------------- random state
+
+def _loader_generator(loader) -> torch.Generator | None:
+    return getattr(loader, "generator", None)
+
+
+def _get_rng(loader) -> dict:
+    states = {"torch": torch.get_rng_state()}
+    gen = _loader_generator(loader)
+    if gen is not None:
+        states["loader"] = gen.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state()
+    return states
+
+
+def _set_rng(loader, states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    gen = _loader_generator(loader)
+    if gen is not None and "loader" in states:
+        gen.set_state(states["loader"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state(states["cuda"])
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_training_checkpoint(path, model, optimizer: torch.optim.Optimizer, state: TrainState,
+                             task: str = "lm", labels=None, training: dict | None = None,
+                             config: TrainConfig | None = None) -> Path:
+    """Write model + optimizer + loop state as one lab checkpoint (atomically, via save_checkpoint).
+
+    The optimizer's state dict is flattened: its tensors go to `extra_tensors` as
+    "optim/<param index>/<key>", everything else to the JSON `extra`, together with the
+    names of the parameters in each group so a resume can check they still match.
+    """
+    opt = optimizer.state_dict()
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors, scalars = {}, {}
+    for idx, per_param in opt["state"].items():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"optim/{idx}/{key}"] = value
+            else:
+                scalars[f"{idx}/{key}"] = value
+    for key, value in state.rng.items():
+        tensors[f"rng/{key}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
+    extra = {"trainer": {"state": state.to_json(), "optimizer_groups": groups, "optimizer_scalars": scalars,
+                         "param_names": [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups],
+                         "config": asdict(config) if config is not None else None}}
+    return save_checkpoint(path, model, task=task, labels=labels, training=training, extra=extra,
+                           extra_tensors=tensors)
+
+
+def load_training_state(checkpoint: Checkpoint) -> TrainState:
+    """The loop state stored in a checkpoint written by `save_training_checkpoint`."""
+    trainer = checkpoint.extra.get("trainer")
+    if not trainer:
+        raise CheckpointError(f"{Path(checkpoint.source).name or 'this checkpoint'} holds a model but no "
+                              "training state, so a run cannot resume from it (start a new run from it instead)")
+    state = TrainState(**trainer["state"])
+    state.rng = {k[len("rng/"):]: v for k, v in checkpoint.extra_tensors.items() if k.startswith("rng/")}
+    return state
+
+
+def _restore_optimizer(optimizer, model, checkpoint: Checkpoint) -> None:
+    trainer = checkpoint.extra["trainer"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    now = [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
+    if now != trainer["param_names"]:
+        raise CheckpointError("the checkpoint was trained with a different set of trainable parameters "
+                              "than this run, so its optimizer state does not fit")
+    state: dict = {}
+    for key, value in checkpoint.extra_tensors.items():
+        if key.startswith("optim/"):
+            _, idx, name = key.split("/", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in trainer["optimizer_scalars"].items():
+        idx, name = key.split("/", 1)
+        state.setdefault(int(idx), {})[name] = value
+    groups = []
+    for g in trainer["optimizer_groups"]:
+        g = dict(g)
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ---------------------------------------------------------------- the loop
+
+def _set_trainable(model: torch.nn.Module, trainable) -> None:
+    if trainable is None:
+        return
+    prefixes = tuple(trainable)
+    matched = False
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+        matched |= p.requires_grad
+    if not matched:
+        raise ValueError(f"no parameter name starts with any of {list(prefixes)}")
+
+
+class TrainRun:
+    """The iterator `train` returns: events, plus `.save()` to write a resumable checkpoint."""
+
+    def __init__(self, model, train_loader, val_loader, loss_fn, config: TrainConfig,
+                 evaluate=None, sample=None, resume=None, trainable=None):
+        config.validate()
+        if len(train_loader) == 0:
+            raise ValueError("the training data has no batches (the text is too short for one batch)")
+        _set_trainable(model, trainable)
+        self.model, self.config = model, config
+        self.train_loader, self.val_loader, self.loss_fn = train_loader, val_loader, loss_fn
+        self.evaluate = evaluate or self._default_evaluate
+        self.sample = sample
+        self.steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        if resume is not None:
+            checkpoint = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
+            load_state_dict_checked(model, {k: v.to(model.device) for k, v in checkpoint.model.state_dict().items()},
+                                    Path(checkpoint.source).name or "checkpoint")
+            self.state = load_training_state(checkpoint)
+            _restore_optimizer(self.optimizer, model, checkpoint)
+        else:
+            self.state = TrainState()
+            torch.manual_seed(config.seed)
+            gen = _loader_generator(train_loader)
+            if gen is not None:
+                gen.manual_seed(config.seed)
+            self.state.rng = _get_rng(train_loader)
+        self._gen = self._loop()
+
+    # iterator protocol
+    def __iter__(self) -> Iterator[TrainEvent]:
+        return self
+
+    def __next__(self) -> TrainEvent:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()
+
+    @property
+    def history(self) -> list[dict]:
+        return self.state.history
+
+    def save(self, path, task: str = "lm", labels=None, training: dict | None = None,
+             resumable: bool = True) -> Path:
+        """Write the model as it stands after the last event; `resumable` adds optimizer and loop state.
+
+        A resumable checkpoint is about three times the model's size (AdamW keeps two moments
+        per parameter); a plain one holds only the weights and the `training` facts.
+        """
+        facts = {"steps": self.state.step, "seen": self.state.seen, "epochs": self.config.epochs,
+                 "lr": self.config.lr, "seed": self.config.seed, **(training or {})}
+        if not resumable:
+            return save_checkpoint(path, self.model, task=task, labels=labels, training=facts)
+        return save_training_checkpoint(path, self.model, self.optimizer, self.state, task, labels, facts,
+                                        self.config)
+
+    def _default_evaluate(self, model) -> dict[str, float]:
+        n = self.config.eval_batches
+        metrics = {"train_loss": mean_loss(model, self.train_loader, self.loss_fn, n)}
+        if self.val_loader is not None and len(self.val_loader):
+            metrics["val_loss"] = mean_loss(model, self.val_loader, self.loss_fn, n)
+        return metrics
+
+    def _batches(self) -> Iterator:
+        """Micro-batches of the current epoch, continuing mid-epoch after a resume."""
+        state, loader = self.state, self.train_loader
+        if state.batch_in_epoch == 0:
+            state.rng.update({"epoch_" + k: v for k, v in _get_rng(loader).items()})
+            return iter(loader)
+        # Resume: replay the epoch's shuffle from its starting random state, skip what was done.
+        now = _get_rng(loader)
+        _set_rng(loader, {k[len("epoch_"):]: v for k, v in state.rng.items() if k.startswith("epoch_")})
+        it = iter(loader)
+        for _ in range(state.batch_in_epoch):
+            next(it)
+        _set_rng(loader, now)
+        return it
+
+    def _side_effect_free(self, fn):
+        """Call fn(model) in eval mode without gradients, leaving the random state as it was."""
+        saved = _get_rng(self.train_loader)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return fn(self.model)
+        finally:
+            self.model.train()
+            _set_rng(self.train_loader, saved)
+
+    def _event(self, kind, loss, metrics, sample=None) -> TrainEvent:
+        s = self.state
+        rate = self._items / self._train_time if self._train_time > 0 else 0.0
+        steps_now = s.step - self._start_step
+        wall = time.perf_counter() - self._t0
+        s.elapsed = self._elapsed0 + wall
+        remaining = wall / steps_now * (self.total_steps - s.step) if steps_now else None
+        return TrainEvent(kind, s.step, self.total_steps, s.epoch + 1, s.seen, float(loss), dict(metrics),
+                          self._lr, rate, s.elapsed, remaining, sample)
+
+    def _evaluation(self, final: bool = False) -> TrainEvent:
+        s, c = self.state, self.config
+        metrics = self._side_effect_free(self.evaluate)
+        text = None
+        if self.sample is not None and (final or c.sample_every is None or s.step % c.sample_every == 0
+                                        or s.step == 1):
+            text = self._side_effect_free(self.sample)
+        loss = s.window_loss / s.window_steps if s.window_steps else float("nan")
+        event = self._event("eval", loss, metrics, text)
+        s.window_loss, s.window_steps = 0.0, 0
+        s.history.append(asdict(event))
+        return event
+
+    def _optimizer_step(self, micro: int) -> float:
+        """Clip, set the scheduled lr, step, zero; return the gradient norm before clipping."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if micro < self.config.grad_accum:  # short accumulation at the end of an epoch
+            torch._foreach_mul_([p.grad for p in params], self.config.grad_accum / micro)
+        if self.config.grad_clip:
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip, foreach=True))
+        else:
+            norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
+        self._lr = lr_at(self.state.step, self.config, self.total_steps)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self._lr
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def _loop(self) -> Iterator[TrainEvent]:
+        s, c, model = self.state, self.config, self.model
+        self._t0, self._elapsed0 = time.perf_counter(), s.elapsed
+        self._start_step, self._items, self._train_time = s.step, 0, 0.0
+        self._lr = lr_at(min(s.step, self.total_steps - 1), c, self.total_steps)
+        _set_rng(self.train_loader, s.rng)
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        try:
+            while s.step < self.total_steps and (c.epochs is None or s.epoch < c.epochs):
+                batches = self._batches()
+                micro, loss_sum, items, t_step = 0, 0.0, 0, time.perf_counter()
+                while s.step < self.total_steps:
+                    batch = next(batches, None)
+                    if batch is not None:
+                        loss, n = self.loss_fn(model, batch)
+                        (loss / c.grad_accum).backward()
+                        micro, loss_sum, items = micro + 1, loss_sum + loss.item(), items + int(n)
+                        s.batch_in_epoch += 1
+                    if micro and (micro == c.grad_accum or batch is None):
+                        norm = self._optimizer_step(micro)
+                        step_loss = loss_sum / micro
+                        s.step += 1
+                        s.seen += items
+                        s.window_loss += step_loss
+                        s.window_steps += 1
+                        dt = time.perf_counter() - t_step
+                        self._items += items
+                        self._train_time += dt
+                        s.rng = {**s.rng, **_get_rng(self.train_loader)}
+                        yield self._event("step", step_loss, {"grad_norm": norm})
+                        if s.step == 1 or s.step % c.eval_every == 0 or s.step == self.total_steps:
+                            yield self._evaluation(final=s.step == self.total_steps)
+                        micro, loss_sum, items, t_step = 0, 0.0, 0, time.perf_counter()
+                    if batch is None:
+                        break
+                if batch is None:  # epoch finished
+                    s.epoch += 1
+                    s.batch_in_epoch = 0
+            last = s.history[-1] if s.history else None
+            if last is None or last["step"] != s.step:
+                last = asdict(self._evaluation(final=True))
+            yield self._event("done", last["train_loss"], last["metrics"], last["sample"])
+        finally:
+            self.optimizer.zero_grad(set_to_none=True)
+            model.eval()
+
+    def __del__(self):
+        gen = getattr(self, "_gen", None)
+        if gen is not None:
+            gen.close()
+
+
+def train(model, train_loader, val_loader, loss_fn: Callable, config: TrainConfig,
+          evaluate: Callable | None = None, sample: Callable | None = None, resume=None,
+          trainable: Iterable[str] | None = None) -> TrainRun:
+    """Train `model`, yielding `TrainEvent`s; see the module docstring for every argument."""
+    return TrainRun(model, train_loader, val_loader, loss_fn, config, evaluate, sample, resume, trainable)
