@@ -20,3 +20,29 @@ def tiny_cfg() -> GPTConfig:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(123)
+
+
+# --- the whole lab app, launched once per test session (API and browser tests) -------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def lab_url(tmp_path_factory):
+    """URL of the full lab (`llm.ui.app.build_app()`) served on a free local port.
+
+    Checkpoints go to a temporary folder so the tests neither see nor leave user files.
+    """
+    os.environ.setdefault("LLM_LAB_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
+    from llm.ui.app import build_app, launch_kwargs
+
+    demo = build_app()
+    _, url, _ = demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True,
+                            quiet=True, **launch_kwargs())
+    yield url
+    demo.close()

@@ -1,0 +1,38 @@
+"""Start the LLM Scratch Lab: `python app.py [--host HOST] [--port PORT] [--share]`.
+
+Gradio's own environment variables work too (GRADIO_SERVER_NAME, GRADIO_SERVER_PORT,
+GRADIO_SHARE, ...); flags win over them. Analytics stay off unless
+GRADIO_ANALYTICS_ENABLED is set to True. Nothing is downloaded at start-up: models
+load on first use.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+# Read by Gradio at import and when Blocks are built: off unless the user asked for it.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="LLM Scratch Lab: the book's LLM, interactive.")
+    parser.add_argument("--host", default=None,
+                        help="address to listen on (default: GRADIO_SERVER_NAME or 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="port (default: GRADIO_SERVER_PORT or the first free one from 7860)")
+    parser.add_argument("--share", action="store_true", default=None,
+                        help="also open a public gradio.live link (needs internet)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from llm.ui.app import build_app, launch_kwargs
+
+    demo = build_app()
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

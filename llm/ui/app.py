@@ -1,0 +1,71 @@
+"""The lab's Gradio Blocks: a shared model picker and one tab per stage of the book.
+
+Each tab is a module `llm/ui/<name>_tab.py` with `TITLE` (the tab's label) and
+`build(ctx)`, where `ctx` is the `llm.ui.shared.LabContext`. To add a tab, write the
+module and put its name in `TAB_MODULES` at its place in the book's order; modules
+that do not exist yet are skipped, so the app runs while tabs are still being written.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+
+import gradio as gr
+
+from .shared import LabContext
+
+log = logging.getLogger(__name__)
+
+#: Tab modules in the book's order (chapters 2, 2, 3, 4-5, 5, 6, 7, 7).
+TAB_MODULES = [
+    "llm.ui.tokenize_tab",
+    "llm.ui.embeddings_tab",
+    "llm.ui.attention_tab",
+    "llm.ui.generate_tab",
+    "llm.ui.pretrain_tab",
+    "llm.ui.classify_tab",
+    "llm.ui.instruct_tab",
+    "llm.ui.judge_tab",
+]
+
+INTRO = """# LLM Scratch Lab
+The code of *Build a Large Language Model (From Scratch)* (Sebastian Raschka), made interactive:
+text → tokens → embeddings → attention → a GPT → pretraining → generation → fine-tuning → evaluation.
+Everything runs on this machine's CPU. Pick a model once here; every tab uses it."""
+
+CSS = """
+#lab-status p { margin: 0; font-size: 0.9em; }
+.token-chips { line-height: 2.3; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+"""
+
+
+def load_tab_modules(names=None) -> list:
+    """Import the tab modules that exist, in order; a module not written yet is skipped."""
+    modules = []
+    for name in names or TAB_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the tab exists but something it imports is missing: a real bug
+                raise
+            log.info("tab module %s not present yet; skipped", name)
+    return modules
+
+
+def build_app(tab_modules=None) -> gr.Blocks:
+    """Build the lab: intro, shared model picker and status line, then the tabs."""
+    with gr.Blocks(title="LLM Scratch Lab") as demo:
+        gr.Markdown(INTRO)
+        ctx = LabContext(demo)
+        with gr.Tabs():
+            for module in load_tab_modules(tab_modules):
+                short = module.__name__.rsplit(".", 1)[-1].removesuffix("_tab")
+                with gr.Tab(module.TITLE, id=short, elem_id=f"tab-{short}"):
+                    module.build(ctx)
+        ctx.finish()
+    return demo
+
+
+def launch_kwargs() -> dict:
+    """Arguments for `demo.launch` that belong to the page (Gradio 6 moved css there)."""
+    return {"css": CSS}

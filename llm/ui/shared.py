@@ -1,0 +1,320 @@
+"""What every tab shares: the model picker, this session's models, and small UI helpers.
+
+`LabContext` is built once inside the app's `gr.Blocks` and handed to every tab's
+`build(ctx)`. It holds:
+
+- `ctx.picker`: the shared model dropdown (value = a catalog key: a preset name,
+  a GPT-2 size, or a checkpoint path);
+- `ctx.session_models`: a per-session `gr.State` listing the models trained or
+  uploaded in THIS session (small dicts, never tensors: the models themselves live
+  in `llm.catalog`'s one bounded cache shared by all sessions);
+- `ctx.upload`: a file box for a `.safetensors` or the book's `.pth` checkpoint.
+
+A tab's handler takes `ctx.picker` and `ctx.session_models` as inputs and calls
+`ctx.get_model(choice, session_models, tasks=...)`, which checks the choice and
+returns the cached `Checkpoint` (shared, eval mode: never train it in place; use
+`llm.catalog.load_model(key, fresh=True)` for a private copy).
+
+A training tab that has just saved a checkpoint adds it to this session's pickers with
+`register_session_model`, writing `ctx.session_models` as an output:
+
+    def on_done(path, session_models):
+        return register_session_model(session_models, path, "my lecture model")
+    btn.click(on_done, [path_box, ctx.session_models], [ctx.session_models])
+
+Every picker (the shared one and those made by `ctx.model_picker(label, tasks=...)`)
+refreshes when the state changes; only this session sees the model.
+`ctx.on_model(fn, outputs)` runs `fn(choice, session_models)` on page load and on every
+change of the shared picker (e.g. to fit sliders to the model); `ctx.demo` is the Blocks.
+
+Nothing heavy is imported at module import: torch and the catalog load on first use.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from llm.config import GPT2_SIZES, PRESETS
+
+#: How long a session's list of models lives on the server after its last use (seconds).
+SESSION_TTL_S = 3 * 3600
+#: The model picked when the page opens.
+DEFAULT_MODEL = "lab-tiny"
+#: Text longer than this is cut before tokenizing, with a notice (chars).
+MAX_TEXT_CHARS = 20_000
+CHECKPOINT_TYPES = [".safetensors", ".pth"]
+
+
+# --- this session's models ----------------------------------------------------------
+
+def register_session_model(session_models: list | None, path: str | os.PathLike, label: str,
+                           task: str = "lm", kind: str = "session") -> list[dict]:
+    """Return a new session list with the checkpoint at `path` added (or relabelled).
+
+    `kind` is "session" for a model trained here and "upload" for an uploaded file.
+    Write the result to `ctx.session_models`; every picker of the session refreshes.
+    """
+    path = str(Path(path).resolve())
+    entries = [dict(e) for e in (session_models or []) if e["path"] != path]
+    entries.append({"path": path, "label": label, "task": task, "kind": kind})
+    return entries
+
+
+# --- the catalog, seen from the UI ---------------------------------------------------
+
+def _catalog():
+    import llm.catalog  # imports torch: only on first use, never at start-up
+
+    return llm.catalog
+
+
+def _startup_choices() -> list[tuple[str, str]]:
+    """Choices known without importing torch; the page replaces them with the catalog's on load."""
+    choices = [(f"{name} (random init, untrained)", name) for name in PRESETS if name not in GPT2_SIZES]
+    choices.append(("gpt2-small-random (random init, untrained)", "gpt2-small-random"))
+    choices += [(f"{name} (OpenAI GPT-2)", name) for name in GPT2_SIZES]
+    return choices
+
+
+def _entry_label(entry) -> str:
+    label = entry.label
+    if not entry.available:
+        label += f" · unavailable: {entry.reason}" if entry.reason else " · unavailable"
+    return label
+
+
+def model_entries(session_models: list | None = None, tasks: tuple[str, ...] | None = None):
+    """The catalog's `ModelEntry`s, this session's files included, filtered by task."""
+    from dataclasses import replace
+
+    extra = [(e["path"], e["kind"]) for e in session_models or []]
+    labels = {e["path"]: e["label"] for e in session_models or []}
+    out = []
+    for entry in _catalog().list_models(extra_paths=extra):
+        if tasks and entry.task not in tasks:
+            continue
+        if entry.path in labels and labels[entry.path]:
+            entry = replace(entry, label=f"{labels[entry.path]} · {entry.label}")
+        out.append(entry)
+    return out
+
+
+def model_choices(session_models: list | None = None, tasks: tuple[str, ...] | None = None):
+    """(label, key) pairs for a dropdown: every model, unavailable ones saying why."""
+    return [(_entry_label(e), e.key) for e in model_entries(session_models, tasks)]
+
+
+def picker_update(session_models: list | None, current: str | None = None,
+                  tasks: tuple[str, ...] | None = None, select: str | None = None):
+    """A dropdown update with fresh choices, keeping `current` (or picking `select`)."""
+    choices = model_choices(session_models, tasks)
+    keys = [key for _, key in choices]
+    value = select if select in keys else current if current in keys else (keys[0] if keys else None)
+    return gr.update(choices=choices, value=value)
+
+
+def get_model(choice: str | None, session_models: list | None = None, tasks: tuple[str, ...] | None = None):
+    """The `Checkpoint` for a picker value, loaded once and cached by `llm.catalog`.
+
+    Only catalog keys and this session's own files are accepted, so an API caller
+    cannot make the server open an arbitrary path. Problems become a `gr.Error`.
+    """
+    if not choice:
+        raise gr.Error("Pick a model first.")
+    catalog = _catalog()
+    entries = {e.key: e for e in model_entries(session_models)}
+    entry = entries.get(choice)
+    if entry is None:
+        raise gr.Error(f"{choice!r} is not one of the models of this lab or this session.")
+    if not entry.available:
+        raise gr.Error(f"{entry.label} is not available: {entry.reason}")
+    if tasks and entry.task not in tasks:
+        wanted = " or ".join(tasks)
+        raise gr.Error(f"{entry.label} is a {entry.task} model; this tab needs a {wanted} model.")
+    try:
+        return catalog.load_model(choice)
+    except (ValueError, FileNotFoundError, OSError) as exc:  # CheckpointError is a ValueError
+        raise gr.Error(f"Could not load {entry.label}: {exc}") from None
+
+
+def hub_line() -> str:
+    """Whether the Hugging Face Hub answers (one short request, made only when asked)."""
+    reachable, sentence = _catalog().hub_status()
+    return f"Hub: {'✅' if reachable else '❌'} {sentence}"
+
+
+def status_line(session_models: list | None = None, hub: str = "Hub: not checked (press Check Hub)") -> str:
+    """Models available, the Hub, the device and torch threads, as one Markdown line."""
+    import torch
+
+    entries = model_entries(session_models)
+    available = sum(e.available for e in entries)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return (f"**{available}** of {len(entries)} models available · {hub} · device: **{device}** · "
+            f"torch threads: **{torch.get_num_threads()}**")
+
+
+# --- small helpers for tabs ----------------------------------------------------------
+
+def clean_text(text: str | None, limit: int = MAX_TEXT_CHARS, what: str = "text") -> tuple[str, list[str]]:
+    """Text ready for a tab: control characters removed, cut to `limit` chars; plus notices.
+
+    Raises `gr.Error` for empty text. Tabs show the notices (and may `gr.Warning` them).
+    """
+    from llm.inspect import sanitize_text
+
+    try:
+        return sanitize_text(text, limit=limit, what=what)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+def notices_md(notices: list[str]) -> str:
+    """Notices as Markdown lines for a tab's status box."""
+    return "\n\n".join(f"⚠️ {n}" for n in notices)
+
+
+def encode_for_model(text: str | None, model, max_tokens: int | None = None, keep: str = "start"):
+    """Clean `text`, encode it with GPT-2's tokenizer and fit it to the model's context.
+
+    keep="start" keeps the first tokens (for looking at a text), "end" the last ones
+    (for a prompt, as generation crops from the left). Returns (ids, notices).
+    """
+    from llm.tokenizer import text_to_token_ids
+
+    text, notices = clean_text(text)
+    ids = text_to_token_ids(text)
+    limit = min(model.cfg.context_length, max_tokens or model.cfg.context_length)
+    if len(ids) > limit:
+        why = "the model's context length" if limit == model.cfg.context_length else "this view's limit"
+        notices.append(f"The text has {len(ids):,} tokens; only the {'first' if keep == 'start' else 'last'} "
+                       f"{limit} are used ({why}).")
+        ids = ids[:limit] if keep == "start" else ids[-limit:]
+    return ids, notices
+
+
+def find_entry(choice: str | None, session_models: list | None = None):
+    """The catalog's `ModelEntry` for a picker value, or None."""
+    return next((e for e in model_entries(session_models) if e.key == choice), None)
+
+
+def random_weights_note(choice: str | None, session_models: list | None = None) -> str:
+    """A warning when the model is a randomly initialised preset, else ''."""
+    entry = find_entry(choice, session_models)
+    if entry is not None and entry.kind == "preset":
+        return (f"ℹ️ **{choice}** has *random* weights (a preset nobody trained): its embeddings and "
+                "attention show noise, not meaning. Pick a GPT-2 size or a trained checkpoint to see structure.")
+    return ""
+
+
+class LabContext:
+    """The shared model picker and this session's models; build it inside `gr.Blocks`."""
+
+    def __init__(self, demo: gr.Blocks):
+        self.demo = demo  # tabs may add `ctx.demo.load(...)` events
+        self._pickers: list[tuple[gr.Dropdown, tuple[str, ...] | None]] = []
+        self.session_models = gr.State([], time_to_live=SESSION_TTL_S)
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=3):
+                self.picker = gr.Dropdown(
+                    choices=_startup_choices(), value=DEFAULT_MODEL, label="Model (shared by the tabs)",
+                    info="Presets have random weights; GPT-2 sizes are OpenAI's pretrained weights.",
+                    elem_id="model-picker")
+                self.model_info = gr.Markdown(elem_id="model-info")
+            self.upload = gr.File(label="Upload a checkpoint (.safetensors or the book's .pth)",
+                                  file_types=CHECKPOINT_TYPES, elem_id="model-upload", scale=2, height=150)
+        self._pickers.append((self.picker, None))
+        with gr.Row(equal_height=True):
+            self.status = gr.Markdown("Loading the model list…", elem_id="lab-status")
+            self.hub_button = gr.Button("Check Hub", size="sm", scale=0, min_width=110, elem_id="check-hub")
+            self.download_button = gr.Button("Download GPT-2 weights", size="sm", scale=0, min_width=190,
+                                             elem_id="download-gpt2")
+        self.upload_message = gr.Markdown(elem_id="upload-message")
+
+    def model_picker(self, label: str = "Model", tasks: tuple[str, ...] | None = None,
+                     elem_id: str | None = None, value: str | None = None, **kwargs) -> gr.Dropdown:
+        """A tab's own dropdown limited to `tasks`; it refreshes with this session's models."""
+        choices = _startup_choices() if tasks is None or "lm" in tasks else []
+        dropdown = gr.Dropdown(choices=choices, value=value if value is not None else
+                               (choices[0][1] if choices else None), label=label, elem_id=elem_id, **kwargs)
+        self._pickers.append((dropdown, tasks))
+        return dropdown
+
+    def get_model(self, choice, session_models=None, tasks=None):
+        """See `get_model`."""
+        return get_model(choice, session_models, tasks)
+
+    def on_model(self, fn, outputs, api_name=False) -> None:
+        """Run `fn(choice, session_models)` when the page opens and whenever the shared picker changes."""
+        gr.on([self.demo.load, self.picker.change], fn, [self.picker, self.session_models], outputs,
+              api_name=api_name)
+
+    def finish(self) -> None:
+        """Wire the shared events; `build_app` calls this after all tabs are built."""
+        demo = self.demo
+        pickers = [p for p, _ in self._pickers]
+        tasks = [t for _, t in self._pickers]
+
+        def refresh(session_models, *current):
+            return [picker_update(session_models, cur, t) for cur, t in zip(current, tasks)]
+
+        def on_load(session_models, *current):
+            return [status_line(session_models), *refresh(session_models, *current)]
+
+        def download(choice, session_models, *current):
+            message = download_gpt2(choice)
+            return [message, status_line(session_models), *refresh(session_models, *current)]
+
+        demo.load(on_load, [self.session_models, *pickers], [self.status, *pickers], api_name=False)
+        self.session_models.change(refresh, [self.session_models, *pickers], pickers, api_name=False)
+        self.on_model(model_info, [self.model_info], api_name="model_info")
+        self.hub_button.click(lambda s: status_line(s, hub_line()), [self.session_models], [self.status],
+                              api_name="check_hub")
+        self.download_button.click(download, [self.picker, self.session_models, *pickers],
+                                   [self.upload_message, self.status, *pickers], api_name="download_gpt2",
+                                   concurrency_limit=1)
+        self.upload.upload(upload_checkpoint, [self.upload, self.session_models],
+                           [self.session_models, self.picker, self.upload_message], api_name="upload_model")
+
+
+def model_info(choice, session_models=None) -> str:
+    """One line about the picked model (loads it: the first use of a model)."""
+    if not choice:
+        return ""
+    entry = find_entry(choice, session_models)
+    if entry is not None and not entry.available:
+        hint = " Press **Download GPT-2 weights** (needs the Hub)." if entry.kind == "gpt2" else ""
+        return f"⚠️ {entry.label} is not available: {entry.reason}.{hint}"
+    ckpt = get_model(choice, session_models)
+    return f"**{choice}** · {_catalog().describe(ckpt)}  \n{random_weights_note(choice, session_models)}"
+
+
+def download_gpt2(choice) -> str:
+    """Fetch the picked GPT-2 size from the Hugging Face Hub into the local cache (on request only)."""
+    if choice not in GPT2_SIZES:
+        raise gr.Error(f"Pick one of the GPT-2 sizes ({', '.join(GPT2_SIZES)}) to download its weights.")
+    try:
+        ckpt = _catalog().load_model(choice, download=True)
+    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
+        raise gr.Error(f"Could not download {choice}: {exc}") from None
+    return f"{choice} is ready: {_catalog().describe(ckpt)}."
+
+
+def upload_checkpoint(path, session_models):
+    """Check an uploaded file is a checkpoint, then add it to this session's pickers."""
+    if not path:
+        return session_models, gr.update(), ""
+    name = Path(path).name
+    if Path(path).suffix.lower() not in CHECKPOINT_TYPES:
+        raise gr.Error(f"{name} is not a checkpoint: upload a .safetensors file or the book's .pth.")
+    catalog = _catalog()
+    try:
+        ckpt = catalog.load_model(path)
+    except (ValueError, OSError) as exc:  # CheckpointError is a ValueError
+        raise gr.Error(f"{name} is not a usable checkpoint: {exc}") from None
+    session_models = register_session_model(session_models, path, "uploaded", ckpt.task, "upload")
+    message = (f"Loaded **{name}** ({catalog.describe(ckpt)}); it is now in the model picker "
+               "for this session.")
+    return session_models, picker_update(session_models, select=str(Path(path).resolve())), message
