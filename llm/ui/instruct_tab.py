@@ -1,0 +1,404 @@
+"""Instruct tab (chapter 7): fine-tune a GPT to follow instructions, chat with it, and write the
+answers the judge tab scores. Handlers are thin: the work is done by `llm.instruct`."""
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from .shared import DEFAULT_MODEL, SESSION_TTL_S, find_entry, get_model, picker_update, register_session_model
+
+TITLE = "Instruct & chat"
+
+EXPLAIN = """### Chapter 7 · Fine-tuning to follow instructions
+Every example of the book's 1,100 instructions becomes one text in the **Alpaca format** (section 7.2):
+`Below is an instruction that describes a task…`, `### Instruction:`, an optional `### Input:` and
+`### Response:`. Batches are padded with `<|endoftext|>`, the targets are the inputs shifted by one and
+every padding token after the first is set to **-100** so the loss ignores it (section 7.3); optionally the
+instruction is masked out of the loss too (exercise 7.2). Training uses the same loop as pretraining with the
+book's settings (AdamW, lr 5e-5, weight decay 0.1, 2 epochs, batch 8) on 935 records, 55 for validation and
+110 for testing (the book's unshuffled split). After every evaluation the model answers a fixed validation
+instruction, so you can watch it learn the format.
+
+*The base model is the one picked at the top of the page. A preset has random weights: it learns the format
+but not the answers (try lr 1e-3 and a few hundred steps). The book starts from GPT-2 medium (355M).*"""
+
+CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned."
+INSTRUCT_TASKS = ("instruct", "lm")
+#: Below this many parameters a model is "tiny": it can learn the format, not the knowledge.
+TINY_PARAMETERS = 50_000_000
+UPDATE_EVERY_S = 1.0
+RESPONSES_UPDATE_EVERY_S = 0.5
+
+
+def _handoff_state(ctx) -> gr.State:
+    """The per-session State through which responses go to the judge tab (owned by that tab)."""
+    try:
+        from .judge_tab import responses_state
+    except ModuleNotFoundError:  # the judge tab is not there: keep the responses in a State of our own
+        state = getattr(ctx, "judge_responses", None) or gr.State(None, time_to_live=SESSION_TTL_S)
+        ctx.judge_responses = state
+        return state
+    return responses_state(ctx)
+
+
+def _number(value, name: str, cast=float, minimum=None):
+    try:
+        value = cast(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number.") from None
+    if minimum is not None and value < minimum:
+        raise gr.Error(f"{name} must be at least {minimum} (got {value}).")
+    return value
+
+
+def _records(source: str, upload, what: str) -> list[dict]:
+    """The book's records or an uploaded instruction JSON (validated); problems become gr.Error."""
+    from llm.instruct import INSTRUCTION_DATA, load_instruction_file
+
+    if source != "upload":
+        return load_instruction_file(INSTRUCTION_DATA)
+    if not upload:
+        raise gr.Error(f"Upload an instruction JSON file first ({what}): a list of objects with "
+                       "'instruction', 'output' and optionally 'input'.")
+    try:
+        return load_instruction_file(upload)
+    except (ValueError, FileNotFoundError) as exc:
+        raise gr.Error(f"{Path(upload).name}: {exc}") from None
+
+
+def check_upload(path) -> str:
+    """Describe an uploaded instruction file, or say what is wrong with it."""
+    if not path:
+        return ""
+    try:
+        from llm.instruct import load_instruction_file, split_instruction_data
+
+        records = load_instruction_file(path)
+    except (ValueError, FileNotFoundError) as exc:
+        return f"⚠️ {exc}"
+    s = split_instruction_data(records)
+    with_input = sum(bool(r["input"]) for r in records)
+    return (f"✅ {len(records):,} records ({with_input:,} with an input) → "
+            f"{len(s.train):,} train / {len(s.val):,} validation / {len(s.test):,} test")
+
+
+# --- fine-tuning ---------------------------------------------------------------------------
+
+def _loss_frame(rows):
+    """Rows (step, loss, kind) for the LinePlot; no update while there are none.
+
+    Measured with Gradio 6.31: a LinePlot that once received an empty frame never draws lines
+    afterwards, and its colour legend keeps the series of its first frame (the first evaluation
+    has both train and validation loss).
+    """
+    import pandas as pd
+
+    if not rows:
+        return gr.update()
+    return pd.DataFrame(rows, columns=["step", "loss", "kind"]).astype(
+        {"step": "float64", "loss": "float64", "kind": "object"})
+
+
+def _samples_text(samples: list[tuple[int, str]], entry: dict) -> str:
+    head = f"Validation instruction: {entry['instruction']}" + (f"\nInput: {entry['input']}" if entry["input"] else "")
+    head += f"\nReference answer: {entry['output']}\n"
+    lines = [f"step {step:>5}: {text or '(no answer: the model ended at once)'}" for step, text in reversed(samples)]
+    return head + "\n" + "\n".join(lines)
+
+
+def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions,
+             session_models=None, run_state=None):
+    """Fine-tune the picked model on instructions; streams loss, samples and status; saves a checkpoint."""
+    from llm.catalog import load_model
+    from llm.instruct import default_checkpoint_name, finetune_instruct, instruct_train_config, split_instruction_data
+    from llm.paths import checkpoints_dir
+
+    get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
+    entry = find_entry(base, session_models)
+    if entry is not None and entry.task == "classifier":
+        raise gr.Error(f"{entry.label} is a classifier (a 2-way output head): pick a language model or an "
+                       "instruct model as the base.")
+    epochs = _number(epochs, "Epochs", int, 1)
+    max_steps = _number(max_steps, "Max steps", int, 0) or None
+    batch_size = _number(batch_size, "Batch size", int, 1)
+    try:
+        config = instruct_train_config(lr=_number(lr, "Learning rate"), epochs=epochs, max_steps=max_steps)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    splits = split_instruction_data(_records(source, upload, "to fine-tune on"))
+    if not splits.train:
+        raise gr.Error("The file has too few records to split 85/5/10: give at least 2.")
+    stop = threading.Event()
+    same = gr.update()
+    yield "Loading the base model and tokenizing the data…", same, "", same, same, same, stop
+    base_label = entry.label if entry is not None else str(base)
+    out = checkpoints_dir() / default_checkpoint_name(base)
+    try:
+        model = load_model(base, fresh=True).model  # a private copy: the cached model stays as it is
+        run = finetune_instruct(model, splits.train, splits.val, config, batch_size, bool(mask_instructions),
+                                training={"base": str(base), "data": "uploaded file" if source == "upload"
+                                          else "instruction-data.json"})
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    intro = (f"Base **{base_label}** · {len(splits.train):,} train / {len(splits.val):,} validation records · "
+             f"sequences cut at {run.allowed_max_length} tokens"
+             + (" · instruction masked out of the loss" if mask_instructions else "")
+             + (f" · {run.dropped} records dropped (instruction fills the context)" if run.dropped else ""))
+    losses, samples, last, event = [], [], 0.0, None
+    for event in run:
+        if event.kind == "eval":
+            losses.append((event.step, event.metrics["train_loss"], "train loss"))
+            if "val_loss" in event.metrics:
+                losses.append((event.step, event.metrics["val_loss"], "validation loss"))
+            if event.sample is not None:
+                samples.append((event.step, event.sample))
+        if stop.is_set() or event.kind == "done":
+            break
+        if event.kind == "eval" or time.perf_counter() - last >= UPDATE_EVERY_S:
+            last = time.perf_counter()
+            left = f" · about {event.remaining:.0f} s left" if event.remaining else ""
+            status = (f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
+                      f"loss {event.train_loss:.3f} · {event.tokens_per_s:,.0f} tokens/s{left}")
+            yield status, _loss_frame(losses), _samples_text(samples, run.sample_entry), same, same, same, stop
+    run.close()
+    path = run.save(out)
+    done = event is not None and event.kind == "done"
+    val = next((e["metrics"].get("val_loss") for e in reversed(run.run.history) if "val_loss" in e["metrics"]), None)
+    label = f"instruct · {Path(str(base)).name} · {event.step if event else 0} steps"
+    session_models = register_session_model(session_models, path, label, task="instruct")
+    key = str(Path(path).resolve())
+    ending = "✅ Done." if done else f"⏹ Stopped after {event.step if event else 0} steps."
+    status = (f"{intro}\n\n{ending} Saved `{Path(path).name}`"
+              + (f" (validation loss {val:.3f})" if val is not None else "")
+              + " — it is now selected in the chat below.")
+    yield (status, _loss_frame(losses), _samples_text(samples, run.sample_entry), str(path), session_models,
+           picker_update(session_models, tasks=INSTRUCT_TASKS, select=key), None)
+
+
+def _adopt(pending, session_models):
+    """Take the session list a finished fine-tuning run produced (see `build`)."""
+    return pending if pending is not None else session_models
+
+
+def stop_run(run_state):
+    """Ask a fine-tuning or responses run to stop: it ends after the current step and keeps its work."""
+    if isinstance(run_state, threading.Event):
+        run_state.set()
+        return "⏹ Stopping…"
+    return gr.update()
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+def model_note(choice, session_models=None) -> str:
+    """What to expect from the chat model: instruction-tuned, a plain language model, or random weights."""
+    entry = find_entry(choice, session_models)
+    if entry is None:
+        return ""
+    if entry.kind == "preset":
+        return (f"⚠️ **{entry.label}** has random weights and was never trained: its replies are gibberish. "
+                "Fine-tune a model above (or upload an instruct checkpoint such as the book's "
+                "`gpt2-medium355M-sft.pth`) to chat with it.")
+    if entry.task != "instruct":
+        return (f"⚠️ **{entry.label}** is a language model, not instruction-tuned: it continues the prompt "
+                "rather than answering it. Fine-tune it above first.")
+    note = CHAT_NOTE_OK.format(label=entry.label)
+    try:
+        model = get_model(choice, session_models).model
+    except gr.Error:
+        return note
+    size = sum(p.numel() for p in model.parameters())
+    if size < TINY_PARAMETERS:
+        note += (f" It is tiny ({size / 1e6:.1f}M parameters, context {model.cfg.context_length}): it can learn the "
+                 "answer format, not much knowledge — expect short, often wrong replies.")
+    return note
+
+
+def _text(content) -> str:
+    """A chat message's content as plain text (Gradio 6 sends a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(_text(part) for part in content)
+    if isinstance(content, dict):
+        return str(content.get("text") or "")
+    return "" if content is None else str(content)
+
+
+def chat(message, history, input_text, choice, max_new_tokens, temperature, top_k, session_models=None):
+    """One chat turn, streamed: the message (and optional input) become an Alpaca instruction."""
+    from llm.instruct import chat_prompt_tokens, chat_reply_stream
+
+    if not isinstance(message, str) or not message.strip():
+        raise gr.Error("Type a message first: an instruction such as 'Name three primary colors.'")
+    ckpt = get_model(choice, session_models, tasks=INSTRUCT_TASKS)
+    max_new_tokens = _number(max_new_tokens, "Max new tokens", int, 1)
+    top_k = _number(top_k, "Top-k", int, 0) or None
+    history = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
+    shown_user = message.strip() + (f"\n\n*Input:* {input_text.strip()}" if input_text and input_text.strip() else "")
+    history.append({"role": "user", "content": shown_user})
+    try:
+        _, cropped = chat_prompt_tokens(ckpt.model, message, input_text or "")
+        if cropped:
+            gr.Warning(f"The prompt is {cropped} tokens longer than the model's context "
+                       f"({ckpt.model.cfg.context_length}); its beginning is cut off.")
+        stream = chat_reply_stream(ckpt.model, message, input_text or "", max_new_tokens,
+                                   _number(temperature, "Temperature", float, 0.0), top_k)
+        reply = ""
+        for reply in stream:
+            yield history + [{"role": "assistant", "content": reply}], ""
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    yield history + [{"role": "assistant", "content": reply or "*(no answer: the model ended at once)*"}], ""
+
+
+# --- responses for judging -------------------------------------------------------------------
+
+def _responses_table(results):
+    import pandas as pd
+
+    return pd.DataFrame([[r["instruction"], r["input"], r["output"], r["model_response"]] for r in results],
+                        columns=["instruction", "input", "reference (output)", "model_response"])
+
+
+def respond(choice, source, upload, max_new_tokens, session_models=None, run_state=None):
+    """Answer the test instructions (or an uploaded set); streams progress, ends with a JSON to download."""
+    from llm.instruct import book_splits, generate_responses, save_responses
+
+    ckpt = get_model(choice, session_models, tasks=INSTRUCT_TASKS)
+    max_new_tokens = _number(max_new_tokens, "Max new tokens", int, 1)
+    entries = book_splits().test if source != "upload" else _records("upload", upload, "to answer")
+    stop = threading.Event()
+    same = gr.update()
+    yield f"Answering {len(entries)} instructions…", _responses_table([]), None, same, stop
+    results, last, progress = [], 0.0, None
+    try:
+        for progress in generate_responses(ckpt.model, entries, max_new_tokens, stop_event=stop):
+            results = progress.results
+            if time.perf_counter() - last >= RESPONSES_UPDATE_EVERY_S:
+                last = time.perf_counter()
+                rate = progress.new_tokens / max(progress.elapsed, 1e-9)
+                yield (f"{progress.done} / {progress.total} answered · {rate:.0f} tokens/s",
+                       _responses_table(results), None, same, stop)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    if not results:
+        yield "⏹ Stopped before the first answer; nothing to save.", _responses_table([]), None, same, None
+        return
+    name = "instruction-data-with-response.json"
+    path = save_responses(Path(tempfile.mkdtemp(prefix="responses-")) / name, results)
+    stopped = "⏹ Stopped: " if len(results) < len(entries) else "✅ "
+    status = (f"{stopped}{len(results)} of {len(entries)} answered in {progress.elapsed:.0f} s "
+              f"({progress.new_tokens / max(progress.elapsed, 1e-9):.0f} tokens/s). "
+              "Download the JSON, or open the **Judge** tab: the responses are there as its input.")
+    yield status, _responses_table(results), str(path), [dict(r) for r in results], None
+
+
+# --- layout ----------------------------------------------------------------------------------
+
+def _example_rows(n: int = 8) -> list[list[str]]:
+    from llm.instruct import book_splits
+
+    return [[e["instruction"], e["input"]] for e in book_splits().test[:n]]
+
+
+def build(ctx) -> None:
+    gr.Markdown(EXPLAIN)
+    handoff = _handoff_state(ctx)
+    train_state = gr.State(None, time_to_live=SESSION_TTL_S)
+    respond_state = gr.State(None, time_to_live=SESSION_TTL_S)
+    pending_models = gr.State(None, time_to_live=SESSION_TTL_S)
+
+    with gr.Accordion("Fine-tune (section 7.6)", open=True):
+        with gr.Row(equal_height=True):
+            source = gr.Radio([("the book's 1,100 instructions", "book"), ("my uploaded JSON", "upload")],
+                              value="book", label="Data", elem_id="inst-data")
+            upload = gr.File(label="Instruction JSON: [{instruction, input, output}, …]", file_types=[".json"],
+                             type="filepath", height=110, elem_id="inst-upload")
+            upload_note = gr.Markdown(elem_id="inst-upload-note")
+        with gr.Row():
+            epochs = gr.Number(value=2, minimum=1, precision=0, label="Epochs", elem_id="inst-epochs")
+            lr = gr.Number(value=5e-5, label="Learning rate (book 5e-5; 1e-3 from scratch)", elem_id="inst-lr")
+            batch_size = gr.Number(value=8, minimum=1, precision=0, label="Batch size", elem_id="inst-batch")
+            max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
+                                  elem_id="inst-max-steps")
+            mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",
+                               elem_id="inst-mask")
+        with gr.Row():
+            train_btn = gr.Button("Fine-tune", variant="primary", elem_id="inst-train")
+            stop_btn = gr.Button("Stop (saves what was trained)", elem_id="inst-stop")
+        status = gr.Markdown(elem_id="inst-status")
+        with gr.Row():
+            loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", title="Loss",
+                                    height=300, elem_id="inst-loss-plot", scale=3)
+            with gr.Column(scale=2):
+                samples = gr.Textbox(label="Response to a validation instruction after each evaluation", lines=11,
+                                     interactive=False, elem_id="inst-samples")
+                checkpoint = gr.File(label="instruct checkpoint", interactive=False, elem_id="inst-checkpoint")
+
+    gr.Markdown("#### Chat (section 7.5) · each message is sent as an Alpaca instruction")
+    picker = ctx.model_picker("Chat model (instruction-tuned or language models)", tasks=INSTRUCT_TASKS,
+                              elem_id="chat-model", allow_custom_value=True, value=DEFAULT_MODEL)
+    note = gr.Markdown(elem_id="chat-note")
+    chatbot = gr.Chatbot(label="Chat", height=380, elem_id="chat-box")
+    with gr.Row(equal_height=True):
+        message = gr.Textbox(label="Instruction", placeholder="e.g. Rewrite the sentence using a simile.",
+                             lines=2, scale=3, elem_id="chat-message")
+        input_text = gr.Textbox(label="Input (optional)", placeholder="e.g. The car is very fast.", lines=2,
+                                scale=2, elem_id="chat-input")
+    with gr.Row():
+        send_btn = gr.Button("Send", variant="primary", elem_id="chat-send")
+        clear_btn = gr.Button("Clear", elem_id="chat-clear")
+    with gr.Accordion("Generation settings", open=False):
+        with gr.Row():
+            max_new_tokens = gr.Slider(1, 512, value=128, step=1, label="Max new tokens", elem_id="chat-max-tokens")
+            temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy, the book's)",
+                                    elem_id="chat-temperature")
+            top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)", elem_id="chat-top-k")
+    gr.Examples(_example_rows(), [message, input_text], label="Examples from the test split")
+
+    with gr.Accordion("Responses for judging (section 7.7)", open=False):
+        gr.Markdown("The chat model answers every test instruction (greedy, as the book does). The result is the "
+                    "book's JSON (`instruction`, `input`, `output`, `model_response`), handed to the **Judge** tab.")
+        with gr.Row(equal_height=True):
+            resp_source = gr.Radio([("the 110 test instructions", "test"), ("my uploaded JSON", "upload")],
+                                   value="test", label="Instructions", elem_id="resp-source")
+            resp_upload = gr.File(label="Instruction JSON to answer", file_types=[".json"], type="filepath",
+                                  height=110, elem_id="resp-upload")
+            resp_tokens = gr.Slider(1, 512, value=256, step=1, label="Max new tokens (book: 256)",
+                                    elem_id="resp-max-tokens")
+        with gr.Row():
+            resp_btn = gr.Button("Generate responses", variant="primary", elem_id="resp-run")
+            resp_stop = gr.Button("Stop (keeps the answers so far)", elem_id="resp-stop")
+        resp_status = gr.Markdown(elem_id="resp-status")
+        resp_file = gr.File(label="responses (JSON)", interactive=False, elem_id="resp-file")
+        resp_table = gr.Dataframe(interactive=False, wrap=True, max_height=360, elem_id="resp-table")
+
+    upload.change(check_upload, [upload], [upload_note], api_name="check_instruction_file")
+    upload.upload(lambda: "upload", None, [source], api_name=False)
+    resp_upload.upload(lambda: "upload", None, [resp_source], api_name=False)
+    # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, saves the model
+    # (or the answers) it has and registers it; calls from gradio_client can stop it too.
+    # The new model reaches the session in two steps: first the chat picker shows it (with choices built
+    # from the new list), then `.then` adopts the list. Updating both at once let the session's picker
+    # refresh read the picker's old value and switch it back.
+    train_btn.click(finetune, [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask,
+                               ctx.session_models, train_state],
+                    [status, loss_plot, samples, checkpoint, pending_models, picker, train_state],
+                    api_name="finetune_instruct", show_progress_on=[status], concurrency_limit=1).then(
+        _adopt, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
+    stop_btn.click(stop_run, [train_state], [status], api_name="stop_finetune_instruct")
+    picker.change(model_note, [picker, ctx.session_models], [note], api_name=False)
+    ctx.demo.load(model_note, [picker, ctx.session_models], [note], api_name=False)
+    gr.on([send_btn.click, message.submit], chat,
+          [message, chatbot, input_text, picker, max_new_tokens, temperature, top_k, ctx.session_models],
+          [chatbot, message], api_name="chat", show_progress_on=[note], concurrency_limit=2)
+    clear_btn.click(lambda: ([], "", ""), None, [chatbot, message, input_text], api_name=False)
+    resp_btn.click(respond, [picker, resp_source, resp_upload, resp_tokens, ctx.session_models, respond_state],
+                   [resp_status, resp_table, resp_file, handoff, respond_state],
+                   api_name="respond", show_progress_on=[resp_status], concurrency_limit=1)
+    resp_stop.click(stop_run, [respond_state], [resp_status], api_name="stop_respond")
