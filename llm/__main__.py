@@ -11,10 +11,7 @@ import pkgutil
 import sys
 
 from . import commands
-
-
-class CLIError(Exception):
-    """An error the user can fix; printed without a traceback, exit status 2."""
+from .commands import CLIError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from llm.__main__ import CLIError
+    from llm.commands import CLIError
     from llm.catalog import load_model
     from llm.classifier import classifier_from_checkpoint, classify_batch, explain_occlusion, read_messages_file
 
