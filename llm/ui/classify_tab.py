@@ -10,7 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .shared import SESSION_TTL_S, clean_text, get_model, notices_md, picker_update, register_session_model
+from .shared import (SESSION_TTL_S, adopt_session_models, clean_text, get_model, line_frame, notices_md, number,
+                     picker_update, register_session_model, stop_run)
 
 TITLE = "Classify"
 
@@ -47,21 +48,6 @@ SPAM_COLOUR, HAM_COLOUR = (229, 57, 53), (67, 160, 71)
 
 # --- fine-tuning ------------------------------------------------------------------------
 
-def _frame(rows, x: str, y: str):
-    """Rows (x, y, series) as a DataFrame with numeric x and y even when empty, so that the
-    LinePlot draws quantitative axes from its first (empty) update on."""
-    import pandas as pd
-
-    df = pd.DataFrame(rows, columns=[x, y, "kind"])
-    return df.astype({x: "float64", y: "float64", "kind": "object"})
-
-
-def _loss_frame(rows):
-    return _frame(rows, "step", "loss")
-
-
-def _acc_frame(rows):
-    return _frame(rows, "epoch", "accuracy")
 
 
 def confusion_figure(confusion: list[list[int]], labels) -> "go.Figure":
@@ -78,48 +64,50 @@ def confusion_figure(confusion: list[list[int]], labels) -> "go.Figure":
     return fig
 
 
+def _truncated(counts) -> str:
+    """{'train': 10, 'val': 1, 'test': 4} as '10 train / 1 val / 4 test messages cut'."""
+    if not isinstance(counts, dict):
+        return f"{counts} messages cut"
+    return " / ".join(f"{n} {name}" for name, n in counts.items()) + " messages cut"
+
+
 def _result_md(result, stopped_note: str = "") -> str:
     t = result.training
     lines = [stopped_note,
              f"**Test accuracy {result.test_acc:.2%}** · training {result.train_acc:.2%} · "
              f"validation {result.val_acc:.2%} (whole sets, after {result.steps} steps, {result.wall_s:.0f} s)",
              f"Trained {t['trainable']:,} of {t['parameters']:,} parameters ({t['policy']}) on the "
-             f"{t['data']} data; messages padded to {t['max_length']} tokens, truncated: {t['num_truncated']}.",
+             f"{t['data']} data; messages padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}).",
              f"Saved `{Path(result.path).name}` — it is now in the classifier picker below."]
     return "\n\n".join(filter(None, lines))
 
 
-def _number(value, name: str, cast=float, minimum=None):
-    try:
-        value = cast(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number.") from None
-    if minimum is not None and value < minimum:
-        raise gr.Error(f"{name} must be at least {minimum} (got {value}).")
-    return value
 
 
 def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, session_models=None,
              run_state=None):
     """Fine-tune the picked model on the spam data; streams plots and status, ends with the result."""
     from llm.classifier import finetune_spam
+    from llm.limits import current
 
+    limits = current()
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
-    settings = dict(policy=policy, k=_number(k, "k", int, 1), rank=_number(rank, "LoRA rank", int, 1),
-                    alpha=_number(rank, "LoRA rank", int, 1), balanced=data != "full",
-                    epochs=_number(epochs, "Epochs", int, 1), lr=_number(lr, "Learning rate"),
-                    batch_size=_number(batch_size, "Batch size", int, 1), seed=_number(seed, "Seed", int),
-                    max_steps=_number(max_steps, "Max steps", int, 1) if max_steps else None)
+    settings = dict(policy=policy, k=number(k, "k", int, 1), rank=number(rank, "LoRA rank", int, 1),
+                    alpha=number(rank, "LoRA rank", int, 1), balanced=data != "full",
+                    epochs=number(epochs, "Epochs", int, 1), lr=number(lr, "Learning rate"),
+                    batch_size=number(batch_size, "Batch size", int, 1), seed=number(seed, "Seed", int),
+                    max_steps=number(max_steps, "Max steps", int, 1) if max_steps else None)
     stop = threading.Event()
     same = gr.update()
     yield "Preparing the data and the model…", same, same, "", None, None, same, same, stop
     try:
         job = finetune_spam(base, **settings)
-    except ValueError as exc:  # bad settings, a model that cannot be loaded (CheckpointError)
+        limits.check_training(job.training["parameters"], job.run.total_steps)
+    except ValueError as exc:  # bad settings, a model that cannot be loaded (CheckpointError), limits
         raise gr.Error(str(exc)) from None
     t = job.training
     intro = (f"Data: {t['data']} ({t['sizes']['train']:,} / {t['sizes']['val']:,} / {t['sizes']['test']:,}), "
-             f"padded to {t['max_length']} tokens, truncated {t['num_truncated']} · "
+             f"padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}) · "
              f"training {t['trainable']:,} of {t['parameters']:,} parameters")
     losses, accs, last, event = [], [], 0.0, None
     for event in job:
@@ -131,34 +119,30 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
                      (event.epoch, event.metrics["val_acc"], "validation accuracy")]
         elif event.kind == "done":
             break
-        if stop.is_set():
+        if stop.is_set() or event.elapsed > limits.max_train_seconds:
             break
         if event.kind != "step" or time.perf_counter() - last >= UPDATE_EVERY_S:
             last = time.perf_counter()
             left = f" · about {event.remaining:.0f} s left" if event.remaining else ""
             status = (f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
                       f"loss {event.train_loss:.3f}{left}")
-            yield status, _loss_frame(losses), _acc_frame(accs), "", None, None, same, same, stop
-    stopped = stop.is_set()
+            yield status, line_frame(losses, "step", "loss"), line_frame(accs, "epoch", "accuracy"), "", None, None, same, same, stop
+    stopped = event is not None and event.kind != "done"
     if stopped:
-        yield (f"{intro}\n\n⏹ Stopping: measuring accuracy on the whole sets and saving…", _loss_frame(losses),
-               _acc_frame(accs), "", None, None, same, same, stop)
+        yield (f"{intro}\n\n⏹ Stopping: measuring accuracy on the whole sets and saving…", line_frame(losses, "step", "loss"),
+               line_frame(accs, "epoch", "accuracy"), "", None, None, same, same, stop)
     result = job.finish(stopped=stopped)
     note = f"⏹ Stopped after {result.steps} of {job.run.total_steps} steps." if result.stopped else ""
+    if result.stopped and not stop.is_set():
+        note += f" This Space limits a run to {limits.max_train_seconds / 60:.0f} minutes."
     label = f"spam classifier · {t['base']} · {t['policy']} · {result.test_acc:.1%} test"
     session_models = register_session_model(session_models, result.path, label, task="classifier")
     key = str(Path(result.path).resolve())
-    yield (f"{intro}\n\n✅ Done.", _loss_frame(losses), _acc_frame(accs), _result_md(result, note),
+    yield (f"{intro}\n\n✅ Done.", line_frame(losses, "step", "loss"), line_frame(accs, "epoch", "accuracy"), _result_md(result, note),
            confusion_figure(result.confusion, result.labels), str(result.path), session_models,
            picker_update(session_models, tasks=("classifier",), select=key), None)
 
 
-def stop_finetune(run_state):
-    """Ask the run to stop: it ends after the current step, then measures and saves what it trained."""
-    if isinstance(run_state, threading.Event):
-        run_state.set()
-        return "⏹ Stopping after this step…"
-    return gr.update()
 
 
 # --- classifying ------------------------------------------------------------------------
@@ -265,7 +249,12 @@ def classify_many(choice, lines, upload, session_models=None):
 
 def build(ctx) -> None:
     gr.Markdown(EXPLAIN)
+    from llm.limits import current
+
     run_state = gr.State(None, time_to_live=SESSION_TTL_S)
+    pending_models = gr.State(None, time_to_live=SESSION_TTL_S)  # see `adopt_session_models`
+    if current().describe():
+        gr.Markdown(current().describe())
     gr.Markdown("#### Fine-tune · the base model is the one picked at the top of the page")
     with gr.Row():
         data = gr.Radio([("balanced (the book)", "balanced"), ("full, imbalanced", "full")], value="balanced",
@@ -285,9 +274,9 @@ def build(ctx) -> None:
         stop_btn = gr.Button("Stop (keeps what was trained)", elem_id="spam-stop")
     status = gr.Markdown(elem_id="spam-status")
     with gr.Row():
-        loss_plot = gr.LinePlot(_loss_frame([]), x="step", y="loss", color="kind", title="Loss",
+        loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", title="Loss",
                                 height=280, elem_id="spam-loss-plot")
-        acc_plot = gr.LinePlot(_acc_frame([]), x="epoch", y="accuracy", color="kind",
+        acc_plot = gr.LinePlot(None, x="epoch", y="accuracy", color="kind",
                                title="Accuracy per epoch (5 batches, as the book)", y_lim=[0, 1], height=280,
                                elem_id="spam-acc-plot")
     with gr.Row():
@@ -323,13 +312,15 @@ def build(ctx) -> None:
 
     train_btn.click(finetune, [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed,
                                ctx.session_models, run_state],
-                    [status, loss_plot, acc_plot, result_md, confusion, checkpoint, ctx.session_models, picker,
+                    [status, loss_plot, acc_plot, result_md, confusion, checkpoint, pending_models, picker,
                      run_state],
-                    api_name="finetune_spam", show_progress_on=[status], concurrency_limit=1)
+                    api_name="finetune_spam", show_progress_on=[status],
+                    concurrency_limit=current().training_concurrency).then(
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
     # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, measures the
     # test accuracy and saves the model (a cancelled generator could do neither); it also works
     # from gradio_client, which never triggers `cancels=`.
-    stop_btn.click(stop_finetune, [run_state], [status], api_name="stop_finetune")
+    stop_btn.click(stop_run, [run_state], [status], api_name="stop_finetune")
     gr.on([classify_btn.click, message.submit], classify, [picker, message, ctx.session_models],
           [probs, note, explanation], api_name="classify", show_progress_on=[note])
     batch_btn.click(classify_many, [picker, lines, upload, ctx.session_models], [table, table_csv, batch_note],

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .shared import DEFAULT_MODEL, SESSION_TTL_S, find_entry, get_model, picker_update, register_session_model
+from .shared import (DEFAULT_MODEL, SESSION_TTL_S, adopt_session_models, find_entry, get_model, line_frame, number,
+                     picker_update, register_session_model, stop_run)
 
 TITLE = "Instruct & chat"
 
@@ -45,16 +46,6 @@ def _handoff_state(ctx) -> gr.State:
     return responses_state(ctx)
 
 
-def _number(value, name: str, cast=float, minimum=None):
-    try:
-        value = cast(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number.") from None
-    if minimum is not None and value < minimum:
-        raise gr.Error(f"{name} must be at least {minimum} (got {value}).")
-    return value
-
-
 def _records(source: str, upload, what: str) -> list[dict]:
     """The book's records or an uploaded instruction JSON (validated); problems become gr.Error."""
     from llm.instruct import INSTRUCTION_DATA, load_instruction_file
@@ -88,20 +79,6 @@ def check_upload(path) -> str:
 
 # --- fine-tuning ---------------------------------------------------------------------------
 
-def _loss_frame(rows):
-    """Rows (step, loss, kind) for the LinePlot; no update while there are none.
-
-    Measured with Gradio 6.31: a LinePlot that once received an empty frame never draws lines
-    afterwards, and its colour legend keeps the series of its first frame (the first evaluation
-    has both train and validation loss).
-    """
-    import pandas as pd
-
-    if not rows:
-        return gr.update()
-    return pd.DataFrame(rows, columns=["step", "loss", "kind"]).astype(
-        {"step": "float64", "loss": "float64", "kind": "object"})
-
 
 def _samples_text(samples: list[tuple[int, str]], entry: dict) -> str:
     head = f"Validation instruction: {entry['instruction']}" + (f"\nInput: {entry['input']}" if entry["input"] else "")
@@ -122,11 +99,11 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     if entry is not None and entry.task == "classifier":
         raise gr.Error(f"{entry.label} is a classifier (a 2-way output head): pick a language model or an "
                        "instruct model as the base.")
-    epochs = _number(epochs, "Epochs", int, 1)
-    max_steps = _number(max_steps, "Max steps", int, 0) or None
-    batch_size = _number(batch_size, "Batch size", int, 1)
+    epochs = number(epochs, "Epochs", int, 1)
+    max_steps = number(max_steps, "Max steps", int, 0) or None
+    batch_size = number(batch_size, "Batch size", int, 1)
     try:
-        config = instruct_train_config(lr=_number(lr, "Learning rate"), epochs=epochs, max_steps=max_steps)
+        config = instruct_train_config(lr=number(lr, "Learning rate"), epochs=epochs, max_steps=max_steps)
     except ValueError as exc:
         raise gr.Error(str(exc)) from None
     splits = split_instruction_data(_records(source, upload, "to fine-tune on"))
@@ -163,7 +140,8 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
             left = f" · about {event.remaining:.0f} s left" if event.remaining else ""
             status = (f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
                       f"loss {event.train_loss:.3f} · {event.tokens_per_s:,.0f} tokens/s{left}")
-            yield status, _loss_frame(losses), _samples_text(samples, run.sample_entry), same, same, same, stop
+            yield (status, line_frame(losses, "step", "loss"), _samples_text(samples, run.sample_entry),
+                   same, same, same, stop)
     run.close()
     path = run.save(out)
     done = event is not None and event.kind == "done"
@@ -175,21 +153,9 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     status = (f"{intro}\n\n{ending} Saved `{Path(path).name}`"
               + (f" (validation loss {val:.3f})" if val is not None else "")
               + " — it is now selected in the chat below.")
-    yield (status, _loss_frame(losses), _samples_text(samples, run.sample_entry), str(path), session_models,
+    yield (status, line_frame(losses, "step", "loss"), _samples_text(samples, run.sample_entry), str(path),
+           session_models,
            picker_update(session_models, tasks=INSTRUCT_TASKS, select=key), None)
-
-
-def _adopt(pending, session_models):
-    """Take the session list a finished fine-tuning run produced (see `build`)."""
-    return pending if pending is not None else session_models
-
-
-def stop_run(run_state):
-    """Ask a fine-tuning or responses run to stop: it ends after the current step and keeps its work."""
-    if isinstance(run_state, threading.Event):
-        run_state.set()
-        return "⏹ Stopping…"
-    return gr.update()
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -236,8 +202,8 @@ def chat(message, history, input_text, choice, max_new_tokens, temperature, top_
     if not isinstance(message, str) or not message.strip():
         raise gr.Error("Type a message first: an instruction such as 'Name three primary colors.'")
     ckpt = get_model(choice, session_models, tasks=INSTRUCT_TASKS)
-    max_new_tokens = _number(max_new_tokens, "Max new tokens", int, 1)
-    top_k = _number(top_k, "Top-k", int, 0) or None
+    max_new_tokens = number(max_new_tokens, "Max new tokens", int, 1)
+    top_k = number(top_k, "Top-k", int, 0) or None
     history = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
     shown_user = message.strip() + (f"\n\n*Input:* {input_text.strip()}" if input_text and input_text.strip() else "")
     history.append({"role": "user", "content": shown_user})
@@ -247,7 +213,7 @@ def chat(message, history, input_text, choice, max_new_tokens, temperature, top_
             gr.Warning(f"The prompt is {cropped} tokens longer than the model's context "
                        f"({ckpt.model.cfg.context_length}); its beginning is cut off.")
         stream = chat_reply_stream(ckpt.model, message, input_text or "", max_new_tokens,
-                                   _number(temperature, "Temperature", float, 0.0), top_k)
+                                   number(temperature, "Temperature", float, 0.0), top_k)
         reply = ""
         for reply in stream:
             yield history + [{"role": "assistant", "content": reply}], ""
@@ -270,7 +236,7 @@ def respond(choice, source, upload, max_new_tokens, session_models=None, run_sta
     from llm.instruct import book_splits, generate_responses, save_responses
 
     ckpt = get_model(choice, session_models, tasks=INSTRUCT_TASKS)
-    max_new_tokens = _number(max_new_tokens, "Max new tokens", int, 1)
+    max_new_tokens = number(max_new_tokens, "Max new tokens", int, 1)
     entries = book_splits().test if source != "upload" else _records("upload", upload, "to answer")
     stop = threading.Event()
     same = gr.update()
@@ -390,7 +356,7 @@ def build(ctx) -> None:
                                ctx.session_models, train_state],
                     [status, loss_plot, samples, checkpoint, pending_models, picker, train_state],
                     api_name="finetune_instruct", show_progress_on=[status], concurrency_limit=1).then(
-        _adopt, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
     stop_btn.click(stop_run, [train_state], [status], api_name="stop_finetune_instruct")
     picker.change(model_note, [picker, ctx.session_models], [note], api_name=False)
     ctx.demo.load(model_note, [picker, ctx.session_models], [note], api_name=False)

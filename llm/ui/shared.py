@@ -318,3 +318,49 @@ def upload_checkpoint(path, session_models):
     message = (f"Loaded **{name}** ({catalog.describe(ckpt)}); it is now in the model picker "
                "for this session.")
     return session_models, picker_update(session_models, select=str(Path(path).resolve())), message
+
+
+# --- what the training tabs share -----------------------------------------------------
+
+def number(value, name: str, cast=float, minimum=None):
+    """`value` as a number (cast), at least `minimum`; otherwise a `gr.Error` naming the field."""
+    try:
+        value = cast(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{name} must be a number.") from None
+    if minimum is not None and value < minimum:
+        raise gr.Error(f"{name} must be at least {minimum} (got {value}).")
+    return value
+
+
+def stop_run(run_state):
+    """Ask a run to stop: it ends after the current step and keeps (saves) what it did."""
+    import threading
+
+    if isinstance(run_state, threading.Event):
+        run_state.set()
+        return "⏹ Stopping after this step…"
+    return gr.update()
+
+
+def adopt_session_models(pending, session_models):
+    """Take the session list a finished run produced.
+
+    A training event writes its new list to a `pending` State and its own picker first; this,
+    chained with `.then`, then adopts the list. Writing `ctx.session_models` and a picker in the
+    same outputs let the session-wide picker refresh read the picker's old value and switch it back.
+    """
+    return pending if pending is not None else session_models
+
+
+def line_frame(rows, x: str, y: str, series: str = "kind"):
+    """Rows (x, y, series) as a DataFrame for a `gr.LinePlot`, or a no-op update while there are none.
+
+    A LinePlot that is ever sent an empty DataFrame never draws lines afterwards, so plots start
+    as None and get data only once there is some.
+    """
+    if not rows:
+        return gr.update()
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=[x, y, series]).astype({x: "float64", y: "float64"})
