@@ -28,6 +28,7 @@ import torch
 from .checkpoints import (HUB_REPOS, Checkpoint, CheckpointError, cached_gpt2_path, count_parameters,
                           download_gpt2, gpt2_size, hub_status, inspect_checkpoint, load_any_checkpoint,
                           load_pretrained_gpt2)
+from . import limits
 from .config import GPT2_SIZES, PRESETS, GPTConfig
 from .model import GPTModel
 from .paths import checkpoints_dir
@@ -76,13 +77,21 @@ def _preset_entries() -> list[ModelEntry]:
                              f"params)", "preset", "lm", True) for name in shown]
 
 
+def _too_large(size: str) -> str:
+    """Why this process may not load GPT-2 `size` (a shared Space's memory), or ''."""
+    limit = limits.current().max_model_parameters
+    if PRESETS[size].num_parameters(tied_head=True) <= limit:
+        return ""
+    return f"larger than this shared Space allows ({limit / 1e6:.0f}M parameters); run the lab locally"
+
+
 def _gpt2_entries() -> list[ModelEntry]:
     entries = []
     for size in GPT2_SIZES:
         path = cached_gpt2_path(size)
         label = f"{size} (OpenAI GPT-2, {_short_count(PRESETS[size].num_parameters(tied_head=True))} params)"
-        entries.append(ModelEntry(size, label, "gpt2", "lm", path is not None,
-                                  "" if path else NOT_DOWNLOADED, str(path) if path else None))
+        reason = _too_large(size) or ("" if path else NOT_DOWNLOADED)
+        entries.append(ModelEntry(size, label, "gpt2", "lm", not reason, reason, str(path) if path else None))
     return entries
 
 
@@ -194,6 +203,8 @@ def _resolve(key_or_path, download: bool):
         return ("preset", key), lambda: _load_preset(key, presets[key])
     if key in GPT2_SIZES or key in HUB_REPOS.values():
         size = gpt2_size(key)
+        if _too_large(size):
+            raise CheckpointError(f"{size} is {_too_large(size)}")
         path = cached_gpt2_path(size) or (download_gpt2(size) if download else None)
         if path is None:
             load_pretrained_gpt2(size)  # raises the "not downloaded, here is how" CheckpointError

@@ -23,6 +23,7 @@ class Limits:
     training_concurrency: int   # training runs at once, per training event, for the whole app
     queue_size: int | None      # visitors waiting in the queue before new ones are turned away
     max_new_tokens: int         # generation length
+    max_model_parameters: int   # the largest model anyone may load (memory shared by all visitors)
 
     def describe(self) -> str:
         """One Markdown sentence for the UI."""
@@ -31,7 +32,8 @@ class Limits:
         return (f"🛈 **Shared Space limits:** training up to {self.max_train_parameters / 1e6:.0f}M parameters, "
                 f"{self.max_train_steps:,} steps and {self.max_train_seconds / 60:.0f} minutes per run, "
                 f"{self.training_concurrency} run at a time (others wait in the queue). "
-                "Run the lab locally (`python app.py`) for bigger experiments.")
+                f"Models up to {self.max_model_parameters / 1e6:.0f}M parameters; generation up to "
+                f"{self.max_new_tokens} tokens. Run the lab locally (`python app.py`) for bigger experiments.")
 
     def check_training(self, num_parameters: int, total_steps: int) -> None:
         """Raise ValueError with a clear message when a training run is beyond these limits."""
@@ -44,9 +46,11 @@ class Limits:
 
 
 LOCAL = Limits("local", max_train_parameters=800_000_000, max_train_steps=1_000_000,
-               max_train_seconds=24 * 3600, training_concurrency=1, queue_size=None, max_new_tokens=1024)
+               max_train_seconds=24 * 3600, training_concurrency=1, queue_size=None, max_new_tokens=1024,
+               max_model_parameters=10**12)
 SPACES = Limits("spaces", max_train_parameters=130_000_000, max_train_steps=3_000,
-                max_train_seconds=10 * 60, training_concurrency=1, queue_size=16, max_new_tokens=256)
+                max_train_seconds=10 * 60, training_concurrency=1, queue_size=16, max_new_tokens=256,
+                max_model_parameters=400_000_000)
 
 
 def on_spaces() -> bool:

@@ -12,6 +12,8 @@ import logging
 
 import gradio as gr
 
+from llm.limits import current
+
 from .shared import LabContext
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,8 @@ def build_app(tab_modules=None) -> gr.Blocks:
     """Build the lab: intro, shared model picker and status line, then the tabs."""
     with gr.Blocks(title="LLM Scratch Lab") as demo:
         gr.Markdown(INTRO)
+        if current().describe():
+            gr.Markdown(current().describe(), elem_id="space-limits")
         ctx = LabContext(demo)
         with gr.Tabs():
             for module in load_tab_modules(tab_modules):
@@ -63,9 +67,14 @@ def build_app(tab_modules=None) -> gr.Blocks:
                 with gr.Tab(module.TITLE, id=short, elem_id=f"tab-{short}"):
                     module.build(ctx)
         ctx.finish()
+    # Visitors beyond the queue's size are told to come back later instead of waiting forever.
+    demo.queue(max_size=current().queue_size)
     return demo
 
 
 def launch_kwargs() -> dict:
-    """Arguments for `demo.launch` that belong to the page (Gradio 6 moved css there)."""
-    return {"css": CSS}
+    """Arguments for `demo.launch` that belong to the page (Gradio 6 moved css there) and the limits."""
+    kwargs = {"css": CSS}
+    if current().name == "spaces":  # GPT-2 medium's safetensors is 1.4 GB; larger uploads are refused
+        kwargs["max_file_size"] = "1.5gb"
+    return kwargs

@@ -7,8 +7,9 @@ import time
 import gradio as gr
 
 from llm import viz
+from llm.limits import current
 
-from .shared import encode_for_model, get_model, notices_md
+from .shared import encode_for_model, get_model, notices_md, number
 
 TITLE = "Generate"
 
@@ -64,7 +65,7 @@ def generate(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     from llm.tokenizer import token_ids_to_text, token_pieces
 
     model = _language_model(choice, session_models)
-    max_new_tokens = int(max_new_tokens)
+    max_new_tokens = number(max_new_tokens, "max new tokens", int, 1, current().max_new_tokens)
     temperature, top_k, top_p, notes = _sampling(model, temperature, top_k, top_p, max_new_tokens)
     ids, notices = encode_for_model(prompt, model, keep="end")
     seed = None if seed in (None, "") else int(seed)
@@ -147,7 +148,7 @@ def build(ctx) -> None:
     gr.Markdown(EXPLAIN)
     prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0][0], lines=2, elem_id="gen-prompt")
     with gr.Row():
-        max_new = gr.Slider(1, 512, value=30, step=1, label="max new tokens", elem_id="gen-max-new")
+        max_new = gr.Slider(1, current().max_new_tokens, value=30, step=1, label="max new tokens", elem_id="gen-max-new")
         temperature = gr.Number(value=0.0, step=0.1, label="temperature (0 = greedy)", elem_id="gen-temperature")
         top_k = gr.Number(value=50, precision=0, label="top-k (empty = off)", elem_id="gen-top-k")
         top_p = gr.Number(value=1.0, step=0.05, label="top-p (1 = off)", elem_id="gen-top-p")

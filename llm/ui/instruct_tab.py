@@ -9,6 +9,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from llm.limits import current
+
 from .shared import (DEFAULT_MODEL, SESSION_TTL_S, adopt_session_models, find_entry, get_model, line_frame, number,
                      picker_update, register_session_model, stop_run)
 
@@ -94,6 +96,7 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     from llm.instruct import default_checkpoint_name, finetune_instruct, instruct_train_config, split_instruction_data
     from llm.paths import checkpoints_dir
 
+    limits = current()
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
     entry = find_entry(base, session_models)
     if entry is not None and entry.task == "classifier":
@@ -119,6 +122,7 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
         run = finetune_instruct(model, splits.train, splits.val, config, batch_size, bool(mask_instructions),
                                 training={"base": str(base), "data": "uploaded file" if source == "upload"
                                           else "instruction-data.json"})
+        limits.check_training(sum(p.numel() for p in model.parameters()), run.run.total_steps)
     except ValueError as exc:
         raise gr.Error(str(exc)) from None
     intro = (f"Base **{base_label}** · {len(splits.train):,} train / {len(splits.val):,} validation records · "
@@ -133,7 +137,7 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
                 losses.append((event.step, event.metrics["val_loss"], "validation loss"))
             if event.sample is not None:
                 samples.append((event.step, event.sample))
-        if stop.is_set() or event.kind == "done":
+        if stop.is_set() or event.kind == "done" or event.elapsed > limits.max_train_seconds:
             break
         if event.kind == "eval" or time.perf_counter() - last >= UPDATE_EVERY_S:
             last = time.perf_counter()
@@ -150,6 +154,8 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     session_models = register_session_model(session_models, path, label, task="instruct")
     key = str(Path(path).resolve())
     ending = "✅ Done." if done else f"⏹ Stopped after {event.step if event else 0} steps."
+    if not done and not stop.is_set():
+        ending += f" This Space limits a run to {limits.max_train_seconds / 60:.0f} minutes."
     status = (f"{intro}\n\n{ending} Saved `{Path(path).name}`"
               + (f" (validation loss {val:.3f})" if val is not None else "")
               + " — it is now selected in the chat below.")
@@ -202,7 +208,7 @@ def chat(message, history, input_text, choice, max_new_tokens, temperature, top_
     if not isinstance(message, str) or not message.strip():
         raise gr.Error("Type a message first: an instruction such as 'Name three primary colors.'")
     ckpt = get_model(choice, session_models, tasks=INSTRUCT_TASKS)
-    max_new_tokens = number(max_new_tokens, "Max new tokens", int, 1)
+    max_new_tokens = number(max_new_tokens, "Max new tokens", int, 1, current().max_new_tokens)
     top_k = number(top_k, "Top-k", int, 0) or None
     history = [{"role": m["role"], "content": _text(m["content"])} for m in history or []]
     shown_user = message.strip() + (f"\n\n*Input:* {input_text.strip()}" if input_text and input_text.strip() else "")
@@ -236,7 +242,7 @@ def respond(choice, source, upload, max_new_tokens, session_models=None, run_sta
     from llm.instruct import book_splits, generate_responses, save_responses
 
     ckpt = get_model(choice, session_models, tasks=INSTRUCT_TASKS)
-    max_new_tokens = number(max_new_tokens, "Max new tokens", int, 1)
+    max_new_tokens = number(max_new_tokens, "Max new tokens", int, 1, current().max_new_tokens)
     entries = book_splits().test if source != "upload" else _records("upload", upload, "to answer")
     stop = threading.Event()
     same = gr.update()
@@ -321,7 +327,7 @@ def build(ctx) -> None:
         clear_btn = gr.Button("Clear", elem_id="chat-clear")
     with gr.Accordion("Generation settings", open=False):
         with gr.Row():
-            max_new_tokens = gr.Slider(1, 512, value=128, step=1, label="Max new tokens", elem_id="chat-max-tokens")
+            max_new_tokens = gr.Slider(1, current().max_new_tokens, value=128, step=1, label="Max new tokens", elem_id="chat-max-tokens")
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy, the book's)",
                                     elem_id="chat-temperature")
             top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)", elem_id="chat-top-k")
@@ -335,7 +341,7 @@ def build(ctx) -> None:
                                    value="test", label="Instructions", elem_id="resp-source")
             resp_upload = gr.File(label="Instruction JSON to answer", file_types=[".json"], type="filepath",
                                   height=110, elem_id="resp-upload")
-            resp_tokens = gr.Slider(1, 512, value=256, step=1, label="Max new tokens (book: 256)",
+            resp_tokens = gr.Slider(1, current().max_new_tokens, value=256, step=1, label="Max new tokens (book: 256)",
                                     elem_id="resp-max-tokens")
         with gr.Row():
             resp_btn = gr.Button("Generate responses", variant="primary", elem_id="resp-run")
@@ -355,7 +361,8 @@ def build(ctx) -> None:
     train_btn.click(finetune, [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask,
                                ctx.session_models, train_state],
                     [status, loss_plot, samples, checkpoint, pending_models, picker, train_state],
-                    api_name="finetune_instruct", show_progress_on=[status], concurrency_limit=1).then(
+                    api_name="finetune_instruct", show_progress_on=[status],
+                    concurrency_limit=current().training_concurrency).then(
         adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
     stop_btn.click(stop_run, [train_state], [status], api_name="stop_finetune_instruct")
     picker.change(model_note, [picker, ctx.session_models], [note], api_name=False)

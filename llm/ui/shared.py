@@ -322,14 +322,16 @@ def upload_checkpoint(path, session_models):
 
 # --- what the training tabs share -----------------------------------------------------
 
-def number(value, name: str, cast=float, minimum=None):
-    """`value` as a number (cast), at least `minimum`; otherwise a `gr.Error` naming the field."""
+def number(value, name: str, cast=float, minimum=None, maximum=None):
+    """`value` as a number (cast) within [minimum, maximum]; otherwise a `gr.Error` naming the field."""
     try:
         value = cast(value)
     except (TypeError, ValueError):
         raise gr.Error(f"{name} must be a number.") from None
     if minimum is not None and value < minimum:
         raise gr.Error(f"{name} must be at least {minimum} (got {value}).")
+    if maximum is not None and value > maximum:
+        raise gr.Error(f"{name} must be at most {maximum} (got {value}).")
     return value
 
 
