@@ -1,0 +1,569 @@
+"""Pretrain tab (chapter 5): train a GPT on a text and watch it learn.
+
+The learner picks a text (the-verdict, any other bundled `.txt` or an upload) and sees the 90/10 split
+and the sliding windows of chapter 2 before starting; picks a model (the lecture preset, the book's
+chapter-5 run with a time estimate measured here, the model picked at the top of the page to continue,
+or a custom size); presses Start and watches one loss plot, a status line and a timeline of samples.
+Stop keeps (saves) what was trained; the result is registered for this session and selected in the
+shared picker, so Generate, Attention and Embeddings use it at once. The work is done by
+`llm.pretraining` and the one loop of `llm.training`; these handlers only check input and render.
+"""
+from __future__ import annotations
+
+import functools
+import html
+import math
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from llm.limits import current
+
+from .shared import (SESSION_TTL_S, adopt_session_models, get_model, line_frame, number, picker_update,
+                     register_session_model, stop_run)
+
+TITLE = "Pretrain"
+
+EXPLAIN = """### Chapter 5 · Pretraining on unlabeled data
+A GPT learns by predicting the next token of a text. The text is split **90/10** into training and
+validation parts (section 5.1.3); each part is cut by the **sliding window** of chapter 2 into inputs of
+`max_length` tokens whose targets are the same tokens shifted by one. Every step takes a batch of windows,
+measures the **cross-entropy** of the predicted next tokens (section 5.1.2) and lets **AdamW** nudge every
+weight (section 5.2; warm-up, cosine decay and gradient clipping from appendix D). At each evaluation the
+train and validation losses are measured and the model continues a fixed prompt greedily — watch the
+samples turn from noise into the text's prose, and the validation loss stop falling while the training
+loss keeps going down: the model starts to memorise (overfit) a short text."""
+
+#: Model choices: (label, value).
+MODES = [("lecture preset: 4 layers × 128 wide, loss below 1 in about a minute", "lecture"),
+         ("the book's chapter-5 run: 124M shape, context 256 (slow on a CPU)", "book-ch05"),
+         ("continue training the model picked at the top of the page", "continue"),
+         ("custom size", "custom")]
+#: Models picked to continue from may be language or instruction-tuned models (same output head).
+LM_TASKS = ("lm", "instruct")
+#: Seconds between two live updates of the status line (evaluations always update).
+UPDATE_EVERY_S = 1.0
+#: From this many parameters on, Start first measures the speed here and shows the estimate.
+ESTIMATE_FROM_PARAMETERS = 30_000_000
+#: Bounds of the custom model's shape (the Space's limits may be lower: see llm.limits).
+CUSTOM_BOUNDS = {"emb_dim": (8, 1024), "n_layers": (1, 24), "n_heads": (1, 32), "context": (8, 1024)}
+MAX_PROMPT_CHARS = 500
+UPLOAD = "upload"
+
+
+def sentence(exc: Exception) -> str:
+    """A library's message as a sentence: capitalised (unless it starts with a file name), with a full stop."""
+    text = str(exc).strip()
+    first = text.split(" ", 1)[0]
+    if text and "." not in first and "/" not in first:
+        text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+# --- the text ---------------------------------------------------------------------------------
+
+def bundled_texts() -> dict[str, Path]:
+    """The plain-text files shipped in assets/ (the-verdict first), by file name."""
+    from llm.pretraining import DEFAULT_TEXT
+
+    found = sorted(DEFAULT_TEXT.parent.glob("*.txt"), key=lambda p: (p != DEFAULT_TEXT, p.name))
+    return {p.name: p for p in found}
+
+
+def read_text(source, upload) -> tuple[str, str]:
+    """(text, name) of the chosen text; an empty, binary, non-UTF-8 or too large file is a gr.Error."""
+    from llm.pretraining import MAX_TEXT_BYTES, load_text
+
+    if source == UPLOAD:
+        if not upload:
+            raise gr.Error(f"Upload a .txt file first (UTF-8 text, up to {MAX_TEXT_BYTES / 1e6:.0f} MB), "
+                           "or pick a bundled text.")
+        path = Path(upload)
+    else:
+        texts = bundled_texts()
+        if source not in texts:
+            raise gr.Error(f"{source!r} is not a bundled text; choose one of: {', '.join(texts)} or '{UPLOAD}'.")
+        path = texts[source]
+    try:
+        return load_text(path), path.name
+    except (ValueError, FileNotFoundError) as exc:
+        raise gr.Error(sentence(exc)) from None
+
+
+@functools.lru_cache(maxsize=4)
+def split_token_counts(text: str) -> tuple[int, int]:
+    """Tokens in the training (first 90 %) and validation (last 10 %) parts of `text` (section 5.1.3)."""
+    from llm.pretraining import split_text
+    from llm.tokenizer import text_to_token_ids
+
+    train, val = split_text(text)
+    return len(text_to_token_ids(train)), len(text_to_token_ids(val))
+
+
+def data_preview(source, upload, max_length, stride, batch_size, epochs, max_steps) -> str:
+    """The split and the sliding windows the run will use, before it starts; problems as ⚠️ lines."""
+    from llm.data import count_windows
+
+    try:
+        text, name = read_text(source, upload)
+        max_length = number(max_length, "max_length", int, 1)
+        stride = number(stride, "Stride", int, 1)
+        batch_size = number(batch_size, "Batch size", int, 1)
+        epochs = number(epochs, "Epochs", int, 1)
+        max_steps = number(max_steps, "Max steps", int, 0)
+    except gr.Error as exc:
+        return f"⚠️ {exc.message}"
+    n_train, n_val = split_token_counts(text)
+    train_windows, val_windows = (count_windows(n, max_length, stride) for n in (n_train, n_val))
+    batches = train_windows // batch_size  # the training loader drops the last incomplete batch
+    lines = [f"**{name}**: {len(text):,} characters → {n_train + n_val:,} tokens · 90/10 split → "
+             f"**{n_train:,}** training / **{n_val:,}** validation tokens",
+             f"Sliding window (section 2.6): max_length **{max_length}**, stride **{stride}** → "
+             f"**{train_windows:,} training windows** ({val_windows:,} validation) → {batches:,} batches of "
+             f"{batch_size} per epoch"]
+    if batches:
+        steps = epochs * batches if not max_steps else min(epochs * batches, max_steps)
+        capped = " (capped by max steps)" if max_steps and max_steps < epochs * batches else ""
+        lines[-1] += f" → **{steps:,} steps** in {epochs} epochs{capped}, {steps * batch_size * max_length:,} tokens"
+    for part, n, windows in (("training", n_train, train_windows), ("validation", n_val, val_windows)):
+        if not windows:
+            lines.append(f"⚠️ The {part} part has {n:,} tokens, less than one window of {max_length} + 1: "
+                         "use a longer text or a smaller max_length.")
+    if train_windows and not batches:
+        lines.append(f"⚠️ {train_windows} training windows make no full batch of {batch_size}: use a smaller batch.")
+    if stride < max_length:
+        lines.append("ℹ️ stride < max_length: windows overlap, so the model sees the same tokens more often "
+                     "(the book uses stride = max_length).")
+    return "  \n".join(lines)
+
+
+# --- the model --------------------------------------------------------------------------------
+
+def mode_settings(mode: str):
+    """The `PretrainSettings` a model choice starts from (the fields of the form are filled with them)."""
+    from llm.pretraining import SETTINGS
+
+    if mode == "book-ch05":
+        return SETTINGS["book-ch05"]
+    if mode == "continue":  # a trained model needs small steps, or it forgets what it knew
+        return SETTINGS["lecture"].with_(lr=1e-4, min_lr=1e-5, epochs=3)
+    return SETTINGS["lecture"]
+
+
+def model_config(mode, base, emb_dim, n_layers, n_heads, context, session_models=None):
+    """The `GPTConfig` of the model a run will train; bad choices become gr.Error."""
+    from llm.config import GPTConfig, get_config
+
+    if mode in ("lecture", "book-ch05"):
+        return get_config(mode_settings(mode).model)
+    if mode == "continue":
+        return get_model(base, session_models, tasks=LM_TASKS).model.cfg
+    if mode != "custom":
+        raise gr.Error(f"Unknown model choice {mode!r}; choose one of: {', '.join(v for _, v in MODES)}.")
+    names = {"emb_dim": "Embedding width", "n_layers": "Layers", "n_heads": "Attention heads",
+             "context": "Context length"}
+    values = {key: number(value, names[key], int, *CUSTOM_BOUNDS[key])
+              for key, value in zip(names, (emb_dim, n_layers, n_heads, context))}
+    try:
+        return GPTConfig(context_length=values["context"], emb_dim=values["emb_dim"], n_heads=values["n_heads"],
+                         n_layers=values["n_layers"], drop_rate=0.0)
+    except ValueError as exc:
+        raise gr.Error(f"Custom model: {exc}.") from None
+
+
+def describe_config(cfg) -> str:
+    """'4 layers × 128 wide, 4 heads, context 64 → 13.9M parameters (6.4M in the output head)'."""
+    total, head = cfg.num_parameters(), cfg.vocab_size * cfg.emb_dim
+    return (f"{cfg.n_layers} layers × {cfg.emb_dim} wide, {cfg.n_heads} heads, context {cfg.context_length} → "
+            f"**{total / 1e6:.1f}M parameters** ({head / 1e6:.1f}M of them in the {cfg.vocab_size:,}-way output head)")
+
+
+def model_preview(mode, base, emb_dim, n_layers, n_heads, context, session_models=None) -> str:
+    """One Markdown paragraph about the model the run will train, and what to expect."""
+    try:
+        cfg = model_config(mode, base, emb_dim, n_layers, n_heads, context, session_models)
+    except gr.Error as exc:
+        return f"⚠️ {exc.message}"
+    line = describe_config(cfg)
+    if mode == "continue":
+        line = f"Continue **{base}**: {line}. Its weights are copied; the original stays as it is."
+    elif mode != "custom":
+        note = mode_settings(mode).note
+        line = f"{line}. {note[:1].upper()}{note[1:]}."
+    if mode == "book-ch05":
+        line += (" On 2 CPU cores the book's loop took about 4.2 s per step (a 10-epoch run ≈ 9.5 minutes): "
+                 "press **Estimate time** to measure this machine before starting.")
+    limit = current().max_train_parameters
+    if cfg.num_parameters() > limit:
+        line += f"\n\n⚠️ Beyond this lab's training limit of {limit / 1e6:.0f}M parameters."
+    return line
+
+
+def fill_form(mode):
+    """The form's data and optimizer fields for a model choice, and whether the custom shape shows."""
+    s = mode_settings(mode)
+    return (s.context_length, s.stride, s.batch_size, s.lr, s.weight_decay, s.epochs, s.eval_every,
+            gr.update(visible=mode == "custom"))
+
+
+# --- the plan of a run -----------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    """A checked run: the text, the settings, the model's shape, its data and how many steps."""
+
+    mode: str
+    base: str | None
+    text: str
+    text_name: str
+    settings: object  # llm.pretraining.PretrainSettings
+    cfg: object  # llm.config.GPTConfig
+    data: object  # llm.pretraining.PretrainData
+    total_steps: int
+
+    def intro(self) -> str:
+        s, d = self.settings, self.data
+        what = f"**{self.base}** (continued)" if self.mode == "continue" else f"a new **{self.mode}** model"
+        return (f"Training {what}: {self.cfg.num_parameters() / 1e6:.1f}M parameters on **{self.text_name}** · "
+                f"{d.train_windows:,} windows of {s.context_length} (stride {s.stride}) → "
+                f"{len(d.train_loader):,} batches of {s.batch_size} → {self.total_steps:,} steps · "
+                f"AdamW lr {s.lr:g} ({s.schedule}), weight decay {s.weight_decay:g}, seed {s.seed}")
+
+
+def make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride, batch_size,
+              epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models=None) -> Plan:
+    """Check every input of a run and build its loaders; anything wrong becomes a clear gr.Error."""
+    from llm.pretraining import make_loaders
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise gr.Error("Type a prompt for the samples, e.g. 'Every effort moves you'.")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise gr.Error(f"The sample prompt has {len(prompt):,} characters; use at most {MAX_PROMPT_CHARS}.")
+    base_settings = mode_settings(mode)
+    lr = number(lr, "Learning rate")
+    settings = base_settings.with_(
+        context_length=number(max_length, "max_length (window length)", int, 1),
+        stride=number(stride, "Stride", int, 1), batch_size=number(batch_size, "Batch size", int, 1),
+        epochs=number(epochs, "Epochs", int, 1), max_steps=number(max_steps, "Max steps", int, 0) or None,
+        lr=lr, min_lr=base_settings.min_lr * lr / base_settings.lr if lr > 0 else 0.0,
+        weight_decay=number(weight_decay, "Weight decay"), seed=number(seed, "Seed", int, 0),
+        eval_every=number(eval_every, "Evaluate every", int, 1), prompt=prompt)
+    if mode in ("continue", "custom"):  # recorded in the checkpoint's training facts; the shape is its config
+        settings = settings.with_(model=str(base) if mode == "continue" else "custom")
+    try:
+        config = settings.train_config()  # validates lr, weight decay, epochs...
+    except ValueError as exc:
+        raise gr.Error(sentence(exc)) from None
+    cfg = model_config(mode, base, emb_dim, n_layers, n_heads, context, session_models)
+    if settings.context_length > cfg.context_length:
+        raise gr.Error(f"max_length {settings.context_length} is beyond the model's context length of "
+                       f"{cfg.context_length} tokens: use at most {cfg.context_length}, or a model with a "
+                       "longer context.")
+    text, name = read_text(source, upload)
+    try:
+        data = make_loaders(text, settings.context_length, settings.stride, settings.batch_size, settings.seed)
+        total_steps = config.total_steps(len(data.train_loader))
+        current().check_training(cfg.num_parameters(), total_steps)
+    except ValueError as exc:
+        raise gr.Error(sentence(exc)) from None
+    return Plan(mode, base if mode == "continue" else None, text, name, settings, cfg, data, total_steps)
+
+
+@functools.lru_cache(maxsize=16)
+def measured_seconds(cfg, batch_size: int, context: int, steps: int, forwards: int) -> float:
+    """`estimate_seconds` (real AdamW steps timed here), remembered for the same shape and run."""
+    from llm.pretraining import estimate_seconds
+
+    return estimate_seconds(cfg, batch_size, context, steps, forwards)
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds as '45 s', '9:31 min' or '2.5 h' ('…' while unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "…"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def estimate_line(plan: Plan) -> str:
+    """How long the planned run takes here, measured from real steps of its model (section 5.2's loop)."""
+    from llm.pretraining import eval_forwards
+
+    s = plan.settings
+    forwards = eval_forwards(s, plan.data, plan.total_steps)
+    seconds = measured_seconds(plan.cfg, s.batch_size, s.context_length, plan.total_steps, forwards)
+    return (f"⏱ Measured on this machine (real AdamW steps of this model, batch {s.batch_size} × "
+            f"{s.context_length} tokens): about **{duration(seconds)}** for {plan.total_steps:,} steps and "
+            f"{forwards:,} evaluation batches, without the samples.")
+
+
+def estimate(*args) -> str:
+    """The Estimate button: check the run like Start does, then time a few of its steps here."""
+    return estimate_line(make_plan(*args))
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+def _inline(text: str) -> str:
+    """Escaped text on one line: a newline shows as ↵ (an early model often writes nothing but newlines)."""
+    return html.escape(text).replace("\n", "<span style='opacity:.55'>↵</span>")
+
+
+def timeline_html(prompt: str, samples: list[dict]) -> str:
+    """The samples taken at each evaluation, newest first, in a scrollable box."""
+    if not samples:
+        return ("<div id='pt-timeline-empty' style='padding:8px;opacity:.7'>The model continues the prompt "
+                "at every evaluation; its samples appear here, newest first.</div>")
+    items = []
+    for s in reversed(samples):
+        val = f" · validation loss {s['val_loss']:.3f}" if s.get("val_loss") is not None else ""
+        items.append(
+            "<div class='pt-sample' style='padding:6px 8px;border-bottom:1px solid rgba(128,128,128,.3)'>"
+            f"<div style='font-size:.85em;opacity:.75'>step {s['step']:,} · {s['seen']:,} tokens seen{val}</div>"
+            f"<div style='overflow-wrap:anywhere'><b>{html.escape(prompt)}</b>{_inline(s['text'])}</div></div>")
+    return ("<div class='pt-timeline' style='max-height:360px;overflow-y:auto;border:1px solid "
+            "rgba(128,128,128,.3);border-radius:6px'>" + "".join(items) + "</div>")
+
+
+def status_line(intro: str, event) -> str:
+    """The live line: step, tokens seen, loss, learning rate, speed, elapsed and remaining time."""
+    return (f"{intro}\n\nStep **{event.step:,} / {event.total_steps:,}** · epoch {event.epoch} · "
+            f"**{event.seen:,}** tokens seen · loss {event.train_loss:.3f} · lr {event.lr:.2e} · "
+            f"{event.tokens_per_s:,.0f} tokens/s · elapsed {duration(event.elapsed)} · "
+            f"remaining ≈ {duration(event.remaining)}")
+
+
+def final_losses(job, history: list[dict], step: int) -> dict[str, float]:
+    """The last evaluation's losses, or (after an early stop) the losses of the model as it is now."""
+    from llm.pretraining import calc_loss_loader
+
+    last = history[-1] if history else None
+    if last is not None and last["step"] == step:
+        return last["metrics"]
+    n = job.settings.eval_batches
+    return {"train_loss": calc_loss_loader(job.data.train_loader, job.model, num_batches=n),
+            "val_loss": calc_loss_loader(job.data.val_loader, job.model, num_batches=n)}
+
+
+def result_md(losses: dict, path: Path, in_catalog: bool) -> str:
+    from llm.pretraining import perplexity
+
+    train, val = losses.get("train_loss"), losses.get("val_loss")
+    lines = []
+    if val is not None and math.isfinite(val):
+        lines.append(f"**Validation perplexity {perplexity(val):,.1f}** (loss {val:.3f}) · training perplexity "
+                     f"{perplexity(train):,.1f} (loss {train:.3f})")
+    lines.append("Perplexity = exp(loss): the model is as unsure about the next token as a uniform choice "
+                 "among that many tokens (section 5.1.2); an untrained model is near 50,257.")
+    where = "kept in the lab's checkpoints folder (listed in the catalog)" if in_catalog else \
+        "kept for this session"
+    lines.append(f"Saved `{path.name}` ({where}) — it is now **selected in "
+                 "the model picker at the top**: try it in **Generate**, **Attention** and **Embeddings**.")
+    return "\n\n".join(lines)
+
+
+def session_folder(current_dir) -> Path:
+    """This session's folder for checkpoints (made on first use; removed when the session ends)."""
+    if current_dir and Path(current_dir).is_dir():
+        return Path(current_dir)
+    return Path(tempfile.mkdtemp(prefix="llm-lab-pretrain-"))
+
+
+def remove_folder(folder) -> None:
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def fresh_model(plan: Plan):
+    """A model that belongs to this run only: never the catalog's shared cached one."""
+    import torch
+
+    from llm.catalog import load_model
+    from llm.model import GPTModel
+
+    if plan.mode == "continue":
+        model = load_model(plan.base, fresh=True).model  # a private copy
+        return model.requires_grad_(True)
+    if plan.mode == "custom":
+        torch.manual_seed(plan.settings.seed)
+        return GPTModel(plan.cfg)
+    return None  # `pretrain` builds the preset's model from the seed
+
+
+def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride, batch_size,
+                 epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, keep=False, session_models=None,
+                 run_state=None, session_dir=None):
+    """Train, streaming (status, loss plot, samples timeline); save, register and select the model at the end."""
+    from llm.paths import checkpoints_dir
+    from llm.pretraining import pretrain
+
+    plan = make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride,
+                     batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models)
+    limits = current()
+    folder = session_folder(session_dir)
+    stop = threading.Event()
+    same = gr.update()
+    intro = plan.intro()
+
+    def out(status, plot=same, timeline=same, result=same, file=same, pending=same, picker=same, state=stop):
+        return status, plot, timeline, result, file, pending, picker, state, str(folder)
+
+    yield out(f"{intro}\n\nBuilding the model…", timeline=timeline_html(prompt, []), result="", file=None)
+    if plan.cfg.num_parameters() >= ESTIMATE_FROM_PARAMETERS:
+        yield out(f"{intro}\n\n⏱ Measuring how fast this machine trains this model (a few real steps)…")
+        intro += "\n\n" + estimate_line(plan)
+        yield out(f"{intro}\n\nStarting…")
+    try:
+        job = pretrain(plan.text, plan.settings, model=fresh_model(plan))
+    except ValueError as exc:  # a checkpoint that cannot be loaded (CheckpointError), bad settings
+        raise gr.Error(sentence(exc)) from None
+    rows, samples, last, event = [], [], 0.0, None
+    for event in job:
+        if event.kind == "eval":
+            rows.append((event.seen, event.metrics["train_loss"], "train loss"))
+            if "val_loss" in event.metrics:
+                rows.append((event.seen, event.metrics["val_loss"], "validation loss"))
+            if event.sample is not None:
+                samples.append({"step": event.step, "seen": event.seen, "text": event.sample,
+                                "val_loss": event.metrics.get("val_loss")})
+        if stop.is_set() or event.kind == "done" or event.elapsed > limits.max_train_seconds:
+            break
+        if event.kind == "eval" or time.perf_counter() - last >= UPDATE_EVERY_S:
+            last = time.perf_counter()
+            yield out(status_line(intro, event), line_frame(rows, "tokens_seen", "loss"),
+                      timeline_html(prompt, samples))
+    job.run.close()
+    done = event is not None and event.kind == "done"
+    steps = job.run.state.step
+    if not done:
+        yield out(f"{intro}\n\n⏹ Stopping after step {steps:,}: measuring the losses and saving…",
+                  line_frame(rows, "tokens_seen", "loss"), timeline_html(prompt, samples))
+    losses = final_losses(job, job.run.history, steps)
+    in_catalog = bool(keep) and limits.name == "local"
+    target = checkpoints_dir() if in_catalog else folder
+    target.mkdir(parents=True, exist_ok=True)
+    name = f"pretrained-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}-{steps}steps.safetensors"
+    path = Path(job.save(target / name, resumable=False, text_name=plan.text_name))
+    if done:
+        ending = (f"✅ Done: {steps:,} steps, {job.run.state.seen:,} tokens in {duration(event.elapsed)} "
+                  f"({event.tokens_per_s:,.0f} tokens/s).")
+    else:
+        ending = f"⏹ Stopped after {steps:,} of {plan.total_steps:,} steps; what was trained is saved."
+        if not stop.is_set():
+            ending += f" This lab limits a run to {duration(limits.max_train_seconds)}."
+    val = losses.get("val_loss")
+    label = f"pretrained · {plan.mode} · {plan.text_name} · {steps} steps" + \
+        (f" · val loss {val:.2f}" if val is not None and math.isfinite(val) else "")
+    session_models = register_session_model(session_models, path, label)
+    yield out(f"{intro}\n\n{ending}", line_frame(rows, "tokens_seen", "loss"), timeline_html(prompt, samples),
+              result_md(losses, path, in_catalog), str(path), session_models,
+              picker_update(session_models, select=str(path.resolve())), None)
+
+
+# --- layout -----------------------------------------------------------------------------------
+
+def build(ctx) -> None:
+    from llm.pretraining import DEFAULT_PROMPT, MAX_TEXT_BYTES
+
+    limits = current()
+    gr.Markdown(EXPLAIN)
+    if limits.describe():
+        gr.Markdown(limits.describe(), elem_id="pt-limits")
+    run_state = gr.State(None, time_to_live=SESSION_TTL_S)
+    pending_models = gr.State(None, time_to_live=SESSION_TTL_S)  # see `adopt_session_models`
+    session_dir = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_folder)
+    lecture = mode_settings("lecture")
+    texts = list(bundled_texts())
+
+    gr.Markdown("#### 1 · Text")
+    with gr.Row(equal_height=True):
+        source = gr.Radio([(f"bundled: {name}", name) for name in texts] + [("my uploaded .txt", UPLOAD)],
+                          value=texts[0] if texts else UPLOAD, label="Training text", elem_id="pt-source")
+        upload = gr.File(label=f"Upload a .txt (UTF-8 text, up to {MAX_TEXT_BYTES / 1e6:.0f} MB)",
+                         file_types=[".txt"], type="filepath", height=110, elem_id="pt-upload")
+    with gr.Row():
+        max_length = gr.Number(value=lecture.context_length, precision=0,
+                               label="max_length (tokens per window)", elem_id="pt-max-length")
+        stride = gr.Number(value=lecture.stride, precision=0, label="stride", elem_id="pt-stride")
+        batch_size = gr.Number(value=lecture.batch_size, precision=0, label="Batch size",
+                               elem_id="pt-batch")
+        epochs = gr.Number(value=lecture.epochs, precision=0, label="Epochs", elem_id="pt-epochs")
+        max_steps = gr.Number(value=0, precision=0, label="Max steps (0: all epochs)",
+                              elem_id="pt-max-steps")
+    data_md = gr.Markdown(elem_id="pt-data")
+
+    gr.Markdown("#### 2 · Model")
+    mode = gr.Radio(MODES, value="lecture", label="Model", elem_id="pt-mode")
+    with gr.Row(visible=False, elem_id="pt-custom") as custom_row:
+        emb_dim = gr.Slider(*CUSTOM_BOUNDS["emb_dim"], value=128, step=8, label="Embedding width (emb_dim)",
+                            elem_id="pt-emb-dim")
+        n_layers = gr.Slider(*CUSTOM_BOUNDS["n_layers"], value=4, step=1, label="Layers", elem_id="pt-layers")
+        n_heads = gr.Slider(*CUSTOM_BOUNDS["n_heads"], value=4, step=1, label="Heads (divide the width)",
+                            elem_id="pt-heads")
+        context = gr.Slider(*CUSTOM_BOUNDS["context"], value=64, step=8, label="Context length",
+                            elem_id="pt-context")
+    model_md = gr.Markdown(elem_id="pt-model")
+    with gr.Row():
+        lr = gr.Number(value=lecture.lr, label="Peak learning rate", elem_id="pt-lr")
+        weight_decay = gr.Number(value=lecture.weight_decay, label="Weight decay", elem_id="pt-wd")
+        eval_every = gr.Number(value=lecture.eval_every, precision=0, label="Evaluate every (steps)",
+                               elem_id="pt-eval-every")
+        seed = gr.Number(value=lecture.seed, precision=0, label="Seed", elem_id="pt-seed")
+    prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Sample prompt (continued greedily at every evaluation)",
+                        elem_id="pt-prompt", max_length=MAX_PROMPT_CHARS)
+    keep = gr.Checkbox(False, label="Also keep the model in the lab's checkpoints folder (listed in the catalog)",
+                       visible=limits.name == "local", elem_id="pt-keep")
+
+    gr.Markdown("#### 3 · Train")
+    with gr.Row():
+        start_btn = gr.Button("Start", variant="primary", elem_id="pt-start")
+        stop_btn = gr.Button("Stop (saves what was trained)", elem_id="pt-stop")
+        estimate_btn = gr.Button("Estimate time on this machine", elem_id="pt-estimate")
+    status = gr.Markdown(elem_id="pt-status")
+    with gr.Row():
+        loss_plot = gr.LinePlot(None, x="tokens_seen", y="loss", color="kind", title="Loss against tokens seen",
+                                x_title="tokens seen", y_title="cross-entropy loss", height=340,
+                                elem_id="pt-loss-plot", scale=3)
+        with gr.Column(scale=2):
+            timeline = gr.HTML(timeline_html(DEFAULT_PROMPT, []), label="Samples, newest first",
+                               elem_id="pt-samples")
+    result = gr.Markdown(elem_id="pt-result")
+    checkpoint = gr.File(label="checkpoint (.safetensors)", interactive=False, elem_id="pt-checkpoint")
+
+    plan_inputs = [source, upload, mode, ctx.picker, emb_dim, n_layers, n_heads, context, max_length, stride,
+                   batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt]
+    data_inputs = [source, upload, max_length, stride, batch_size, epochs, max_steps]
+    model_inputs = [mode, ctx.picker, emb_dim, n_layers, n_heads, context, ctx.session_models]
+    gr.on([ctx.demo.load] + [c.change for c in data_inputs], data_preview, data_inputs, [data_md],
+          api_name="pretrain_data", show_progress="hidden")
+    gr.on([ctx.demo.load, mode.change, ctx.picker.change, emb_dim.change, n_layers.change, n_heads.change,
+           context.change], model_preview, model_inputs, [model_md], api_name="pretrain_model",
+          show_progress="hidden")
+    mode.change(fill_form, [mode], [max_length, stride, batch_size, lr, weight_decay, epochs, eval_every,
+                                    custom_row], api_name=False)
+    upload.upload(lambda: UPLOAD, None, [source], api_name=False)
+    # Start and Estimate share one concurrency group: a measurement never overlaps a run, and a
+    # run waits in the queue (its place shown in the status) while another visitor trains.
+    # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, measures and saves
+    # what it trained and registers it; a cancelled generator could do neither, and calls from
+    # gradio_client can stop it too. The new model reaches the session in two steps (see
+    # `adopt_session_models`): the run selects it in the shared picker, then `.then` adopts the list.
+    start_btn.click(pretrain_run, plan_inputs + [keep, ctx.session_models, run_state, session_dir],
+                    [status, loss_plot, timeline, result, checkpoint, pending_models, ctx.picker, run_state,
+                     session_dir],
+                    api_name="pretrain", show_progress_on=[status], concurrency_id="pretrain",
+                    concurrency_limit=limits.training_concurrency).then(
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],
+        api_name="register_pretrained")
+    stop_btn.click(stop_run, [run_state], [status], api_name="stop_pretrain")
+    estimate_btn.click(estimate, plan_inputs + [ctx.session_models], [status], api_name="estimate_pretrain",
+                       show_progress_on=[status], concurrency_id="pretrain",
+                       concurrency_limit=limits.training_concurrency)
