@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from . import distributed
 from .checkpoints import Checkpoint, CheckpointError
 from .data import SPAM_LABELS
 from .lora import replace_linear_with_lora
@@ -360,12 +361,14 @@ class SpamFinetune:
                  balanced: bool = True, epochs: int = 5, lr: float = 5e-5, weight_decay: float = 0.1,
                  batch_size: int = 8, eval_every: int = 50, eval_iter: int = 5, seed: int = 123,
                  max_steps: int | None = None, schedule: str = "constant", warmup_steps: int = 0,
-                 grad_clip: float | None = None, out=None, device: str = "cpu"):
+                 grad_clip: float | None = None, out=None, device: str = "cpu", grad_accum: int = 1,
+                 precision: str = "fp32"):
         from .training import TrainConfig, train
 
         self.config = TrainConfig(lr=lr, weight_decay=weight_decay, epochs=epochs, max_steps=max_steps,
                                   warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,
-                                  eval_every=eval_every, eval_batches=eval_iter, seed=seed).validate()
+                                  eval_every=eval_every, eval_batches=eval_iter, seed=seed,
+                                  grad_accum=grad_accum, precision=precision).validate()
         ckpt, self.base_name = _load_base(base)
         model = ckpt.model.to(device)
         torch.manual_seed(seed)
@@ -400,7 +403,9 @@ class SpamFinetune:
         return next(self._events)
 
     def accuracy(self, loader, num_batches=None) -> float:
-        return _quietly(loader, lambda: calc_accuracy_loader(loader, self.model, num_batches=num_batches))
+        """Accuracy on (this rank's share of) `loader`; under torchrun the mean over the ranks."""
+        acc = _quietly(loader, lambda: calc_accuracy_loader(loader, self.model, num_batches=num_batches))
+        return distributed.all_reduce_mean([acc])[0] if distributed.is_distributed() else acc
 
     def _loop(self):
         from dataclasses import replace
@@ -412,7 +417,7 @@ class SpamFinetune:
             self.last_event = event
             yield event
             if event.kind == "step" and event.step % steps_per_epoch == 0:
-                train_loader, val_loader = self.loaders.train_loader, self.loaders.val_loader
+                train_loader, val_loader = self.run.train_loader, self.run.val_loader  # the shares under torchrun
                 metrics = {"train_acc": self.accuracy(train_loader, self.eval_iter),
                            "val_acc": self.accuracy(val_loader, self.eval_iter)}
                 yield replace(event, kind="epoch", metrics=metrics)
@@ -434,7 +439,7 @@ class SpamFinetune:
 
         self.run.close()
         loaders = self.loaders
-        train_acc, val_acc = self.accuracy(loaders.train_loader), self.accuracy(loaders.val_loader)
+        train_acc, val_acc = self.accuracy(self.run.train_loader), self.accuracy(self.run.val_loader)
         confusion = confusion_matrix(loaders.test_loader, self.model, len(self.labels))
         test_acc = sum(confusion[i][i] for i in range(len(confusion))) / max(1, sum(map(sum, confusion)))
         merge_lora(self.model)
@@ -445,9 +450,9 @@ class SpamFinetune:
                     "confusion": confusion}
         from .checkpoints import save_checkpoint
 
-        path = save_checkpoint(self.out, self.model.eval(), task="classifier", labels=list(self.labels),
-                               training=training)
-        self.result = FinetuneResult(path, train_acc, val_acc, test_acc, confusion, self.labels,
+        distributed.on_main(save_checkpoint, self.out, self.model.eval(), task="classifier",
+                            labels=list(self.labels), training=training)
+        self.result = FinetuneResult(self.out, train_acc, val_acc, test_acc, confusion, self.labels,
                                      training["steps"], training["wall_s"], stopped, training)
 
 

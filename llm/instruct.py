@@ -418,14 +418,16 @@ BOOK_LR, BOOK_WEIGHT_DECAY, BOOK_EPOCHS, BOOK_BATCH_SIZE = 5e-5, 0.1, 2, 8
 
 def instruct_train_config(lr: float = BOOK_LR, weight_decay: float = BOOK_WEIGHT_DECAY,
                           epochs: int | None = BOOK_EPOCHS, max_steps: int | None = None,
-                          eval_every: int = 5, eval_batches: int | None = 5, seed: int = 123):
+                          eval_every: int = 5, eval_batches: int | None = 5, seed: int = 123,
+                          grad_accum: int = 1, precision: str = "fp32"):
     """The book's chapter-7 run as a `TrainConfig`: AdamW at a constant lr, no clipping,
     evaluation on 5 batches every 5 steps (`train_model_simple(..., eval_freq=5, eval_iter=5)`)."""
     from .training import TrainConfig
 
     return TrainConfig(lr=lr, weight_decay=weight_decay, epochs=epochs, max_steps=max_steps,
                        warmup_steps=0, schedule="constant", grad_clip=None, eval_every=eval_every,
-                       eval_batches=eval_batches, seed=seed).validate()
+                       eval_batches=eval_batches, seed=seed, grad_accum=grad_accum,
+                       precision=precision).validate()
 
 
 def instruct_loss(model, batch) -> tuple[torch.Tensor, int]:
@@ -521,6 +523,7 @@ class InstructRun:
     def save(self, path) -> Path:
         """Save the model as it is now, task "instruct", with how it was trained."""
         from .checkpoints import save_checkpoint
+        from .distributed import on_main
 
         event = self.last_event
         facts = dict(self.training)
@@ -528,7 +531,8 @@ class InstructRun:
             facts.update(steps=event.step, total_steps=event.total_steps, seen_tokens=event.seen,
                          finished=event.kind == "done",
                          **{k: round(v, 4) for k, v in event.metrics.items() if k.endswith("loss")})
-        self.checkpoint_path = save_checkpoint(path, self.model, task="instruct", training=facts)
+        on_main(save_checkpoint, path, self.model, task="instruct", training=facts)  # rank 0 under torchrun
+        self.checkpoint_path = Path(path)
         return self.checkpoint_path
 
 

@@ -178,6 +178,8 @@ class PretrainSettings:
     eval_every: int = 5
     eval_batches: int | None = 5
     seed: int = 123
+    grad_accum: int = 1  # micro-batches per optimizer step
+    precision: str = "fp32"  # "bf16": autocast on CUDA (llm.training)
     prompt: str = DEFAULT_PROMPT
     sample_tokens: int = 50
     note: str = ""
@@ -197,7 +199,7 @@ class PretrainSettings:
                            max_steps=self.max_steps, warmup_fraction=self.warmup_fraction,
                            min_lr=self.min_lr, schedule=self.schedule, grad_clip=self.grad_clip,
                            eval_every=self.eval_every, eval_batches=self.eval_batches,
-                           seed=self.seed).validate()
+                           seed=self.seed, grad_accum=self.grad_accum, precision=self.precision).validate()
 
 
 SETTINGS: dict[str, PretrainSettings] = {

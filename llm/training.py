@@ -9,7 +9,7 @@ and stopping is simply no longer pulling from it.
 Public API
 ----------
 TrainConfig(lr, weight_decay, epochs, max_steps, warmup_steps, warmup_fraction, min_lr,
-            schedule, grad_clip, grad_accum, eval_every, eval_batches, sample_every, seed)
+            schedule, grad_clip, grad_accum, eval_every, eval_batches, sample_every, seed, precision)
     `.validate()` raises ValueError with a sentence naming the bad value.
     `.total_steps(steps_per_epoch)`: how many optimizer steps the run takes.
 
@@ -53,6 +53,17 @@ save_training_checkpoint(path, model, optimizer, state, task="lm", labels=None, 
 load_training_state(checkpoint) -> TrainState
 mean_loss(model, loader, loss_fn, num_batches=None) -> float  (the book's calc_loss_loader shape)
 
+Several processes (appendix A, `llm.distributed`): started by torchrun, the run joins the
+process group, moves the model to its rank's device (cuda:LOCAL_RANK or the CPU), wraps it in
+DDP, and trains on its `DistributedSampler` share of `train_loader` (and evaluates on its share
+of `val_loader`); `batch_size` is per rank, the global batch is world size x batch x grad_accum.
+Step losses and evaluate()'s metrics are means over the ranks, `seen` and `tokens_per_s` count
+the items of all ranks, samples are written on rank 0 only, and `.save` writes from rank 0
+only, then waits for it on every rank. A checkpoint resumes on any number of ranks: on the same
+number exactly; on another number from the same weights, optimizer state, epoch and share of the
+epoch already done, with that world size's order of the remaining examples and steps per epoch.
+With precision "bf16" the forward passes of training run under bf16 autocast, on CUDA only.
+
 Reproducibility: a fresh run seeds torch's global generator and the train loader's own
 `generator` (if it has one) with `config.seed`. Evaluation and sampling run with the random
 state saved and restored around them, so evaluating does not change the training losses.
@@ -61,7 +72,9 @@ exact reproducibility holds for runs that do not overlap (or models without drop
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,9 +82,11 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
+from . import distributed
 from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_state_dict_checked, save_checkpoint
 
 SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -92,6 +107,7 @@ class TrainConfig:
     eval_batches: int | None = 5  # batches per evaluation (None: whole loaders)
     sample_every: int | None = None  # sample at evaluations every this many steps (None: each eval)
     seed: int = 123
+    precision: str = "fp32"  # "bf16": bf16 autocast for the training forward passes (CUDA only)
 
     def validate(self) -> "TrainConfig":
         """Raise a ValueError that says what is wrong with these settings; return self."""
@@ -126,6 +142,8 @@ class TrainConfig:
             problems.append(f"eval_batches must be at least 1 (got {self.eval_batches})")
         if self.sample_every is not None and self.sample_every < 1:
             problems.append(f"sample_every must be at least 1 step (got {self.sample_every})")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -174,6 +192,7 @@ class TrainState:
     window_steps: int = 0
     history: list = field(default_factory=list)  # eval events as dicts
     rng: dict = field(default_factory=dict)  # name -> uint8 state tensor (now and at epoch start)
+    world_size: int = 1  # processes the run was trained on; batch_in_epoch counts per process
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -309,6 +328,17 @@ def load_training_state(checkpoint: Checkpoint) -> TrainState:
     return state
 
 
+def _continue_on(state: TrainState, world_size: int) -> None:
+    """Carry the position inside the epoch over to a run on another number of processes.
+
+    batch_in_epoch counts each process's micro-batches, so the share of the epoch done
+    (in examples) stays the same when it is scaled by old / new world size.
+    """
+    if state.world_size != world_size:
+        state.batch_in_epoch = state.batch_in_epoch * state.world_size // world_size
+        state.world_size = world_size
+
+
 def _restore_optimizer(optimizer, model, checkpoint: Checkpoint) -> None:
     trainer = checkpoint.extra["trainer"]
     names = {id(p): n for n, p in model.named_parameters()}
@@ -335,6 +365,16 @@ def _restore_optimizer(optimizer, model, checkpoint: Checkpoint) -> None:
 
 # ---------------------------------------------------------------- the loop
 
+def _check_precision(precision: str, device: torch.device) -> None:
+    if precision != "bf16":
+        return
+    if device.type != "cuda":
+        raise ValueError(f"bf16 mixed precision needs a CUDA GPU, but the model is on {device.type} (there bf16 "
+                         "autocast is about 50x slower than float32): use precision fp32, or train on GPUs")
+    if not torch.cuda.is_bf16_supported():
+        raise ValueError(f"{torch.cuda.get_device_name(device)} has no bf16 support: use precision fp32")
+
+
 def _set_trainable(model: torch.nn.Module, trainable) -> None:
     if trainable is None:
         return
@@ -356,6 +396,15 @@ class TrainRun:
         if len(train_loader) == 0:
             raise ValueError("the training data has no batches (the text is too short for one batch)")
         _set_trainable(model, trainable)
+        device = distributed.ddp_setup()  # None unless started by torchrun
+        if device is not None:
+            model.to(device)
+            train_loader = distributed.shard_loader(train_loader, config.seed)
+            val_loader = distributed.shard_loader(val_loader, config.seed)
+            if len(train_loader) == 0:
+                raise ValueError(f"the training data has no batches on each of {distributed.world_size()} "
+                                 "processes: use fewer processes, a smaller batch or more data")
+        _check_precision(config.precision, model.device)
         self.model, self.config = model, config
         self.train_loader, self.val_loader, self.loss_fn = train_loader, val_loader, loss_fn
         self.evaluate = evaluate or self._default_evaluate
@@ -369,13 +418,18 @@ class TrainRun:
                                     Path(checkpoint.source).name or "checkpoint")
             self.state = load_training_state(checkpoint)
             _restore_optimizer(self.optimizer, model, checkpoint)
+            _continue_on(self.state, distributed.world_size())
         else:
-            self.state = TrainState()
+            self.state = TrainState(world_size=distributed.world_size())
             torch.manual_seed(config.seed)
             gen = _loader_generator(train_loader)
             if gen is not None:
                 gen.manual_seed(config.seed)
             self.state.rng = _get_rng(train_loader)
+        # Training passes go through DDP (it averages the gradients over the ranks); evaluation,
+        # sampling and saving use the model itself.
+        self.ddp = distributed.ddp_model(model, device) if distributed.is_distributed() else None
+        self._report = [] if os.environ.get(distributed.REPORT_ENV) else None  # test hook: (own, reported) losses
         self._gen = self._loop()
 
     # iterator protocol
@@ -402,9 +456,11 @@ class TrainRun:
         facts = {"steps": self.state.step, "seen": self.state.seen, "epochs": self.config.epochs,
                  "lr": self.config.lr, "seed": self.config.seed, **(training or {})}
         if not resumable:
-            return save_checkpoint(path, self.model, task=task, labels=labels, training=facts)
-        return save_training_checkpoint(path, self.model, self.optimizer, self.state, task, labels, facts,
-                                        self.config)
+            distributed.on_main(save_checkpoint, path, self.model, task=task, labels=labels, training=facts)
+        else:
+            distributed.on_main(save_training_checkpoint, path, self.model, self.optimizer, self.state, task,
+                                labels, facts, self.config)
+        return Path(path)
 
     def _default_evaluate(self, model) -> dict[str, float]:
         n = self.config.eval_batches
@@ -416,6 +472,7 @@ class TrainRun:
     def _batches(self) -> Iterator:
         """Micro-batches of the current epoch, continuing mid-epoch after a resume."""
         state, loader = self.state, self.train_loader
+        distributed.set_epoch(loader, state.epoch)
         if state.batch_in_epoch == 0:
             state.rng.update({"epoch_" + k: v for k, v in _get_rng(loader).items()})
             return iter(loader)
@@ -452,15 +509,37 @@ class TrainRun:
     def _evaluation(self, final: bool = False) -> TrainEvent:
         s, c = self.state, self.config
         metrics = self._side_effect_free(self.evaluate)
+        if distributed.is_distributed():
+            metrics = distributed.all_reduce_mean(metrics)
         text = None
-        if self.sample is not None and (final or c.sample_every is None or s.step % c.sample_every == 0
-                                        or s.step == 1):
+        wanted = final or c.sample_every is None or s.step % c.sample_every == 0 or s.step == 1
+        if self.sample is not None and wanted and distributed.is_main():
             text = self._side_effect_free(self.sample)
         loss = s.window_loss / s.window_steps if s.window_steps else float("nan")
         event = self._event("eval", loss, metrics, text)
         s.window_loss, s.window_steps = 0.0, 0
         s.history.append(asdict(event))
         return event
+
+    def _grad_sync(self, last_micro: bool):
+        """DDP averages gradients in the backward of a step's last micro-batch only (`no_sync` before)."""
+        return self.ddp.no_sync() if self.ddp is not None and not last_micro else contextlib.nullcontext()
+
+    def _autocast(self):
+        if self.config.precision == "bf16":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _reduce_step(self, loss: float, items: int) -> tuple[float, int]:
+        """The step's loss as the mean over the ranks and its items summed over them."""
+        if self.ddp is None:
+            reported = loss
+        else:
+            loss_sum, items = distributed.all_reduce_sum([loss, items])
+            reported, items = loss_sum / distributed.world_size(), int(round(items))
+        if self._report is not None:
+            self._report.append((loss, reported))
+        return reported, items
 
     def _optimizer_step(self, micro: int) -> float:
         """Clip, set the scheduled lr, step, zero; return the gradient norm before clipping."""
@@ -480,6 +559,7 @@ class TrainRun:
 
     def _loop(self) -> Iterator[TrainEvent]:
         s, c, model = self.state, self.config, self.model
+        forward_model = self.ddp if self.ddp is not None else model
         self._t0, self._elapsed0 = time.perf_counter(), s.elapsed
         self._start_step, self._items, self._train_time = s.step, 0, 0.0
         self._lr = lr_at(min(s.step, self.total_steps - 1), c, self.total_steps)
@@ -493,13 +573,16 @@ class TrainRun:
                 while s.step < self.total_steps:
                     batch = next(batches, None)
                     if batch is not None:
-                        loss, n = self.loss_fn(model, batch)
-                        (loss / c.grad_accum).backward()
+                        last_micro = micro + 1 == c.grad_accum or s.batch_in_epoch + 1 == len(self.train_loader)
+                        with self._grad_sync(last_micro):
+                            with self._autocast():
+                                loss, n = self.loss_fn(forward_model, batch)
+                            (loss / c.grad_accum).backward()
                         micro, loss_sum, items = micro + 1, loss_sum + loss.item(), items + int(n)
                         s.batch_in_epoch += 1
                     if micro and (micro == c.grad_accum or batch is None):
                         norm = self._optimizer_step(micro)
-                        step_loss = loss_sum / micro
+                        step_loss, items = self._reduce_step(loss_sum / micro, items)
                         s.step += 1
                         s.seen += items
                         s.window_loss += step_loss
@@ -524,6 +607,9 @@ class TrainRun:
         finally:
             self.optimizer.zero_grad(set_to_none=True)
             model.eval()
+            if self._report is not None:
+                distributed.write_rank_report(model, {"step": s.step, "own_losses": [a for a, _ in self._report],
+                                                      "reported_losses": [b for _, b in self._report]})
 
     def __del__(self):
         gen = getattr(self, "_gen", None)

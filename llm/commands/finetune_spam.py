@@ -1,4 +1,9 @@
-"""`python -m llm finetune-spam`: fine-tune a GPT into a spam classifier (chapter 6)."""
+"""`python -m llm finetune-spam`: fine-tune a GPT into a spam classifier (chapter 6).
+
+Runs unchanged under `torchrun --nproc_per_node=N -m llm finetune-spam ...` (DistributedDataParallel,
+`llm.distributed`): --batch-size is per process, accuracies are means over the processes, and
+only rank 0 prints and saves.
+"""
 from __future__ import annotations
 
 import sys
@@ -22,6 +27,9 @@ def add_arguments(parser):
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: mixed precision (autocast) on CUDA GPUs; refused on a CPU")
     parser.add_argument("--eval-every", type=int, default=50, help="steps between loss evaluations")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     data = parser.add_mutually_exclusive_group()
@@ -33,19 +41,29 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    """Under torchrun: one process of several (`llm.distributed.run_command`)."""
+    from llm import distributed
+
+    return distributed.run_command(finetune_command, args)
+
+
+def finetune_command(args) -> int:
     from tqdm import tqdm
 
+    from llm import distributed
     from llm.classifier import finetune_spam
 
     job = finetune_spam(args.base, policy=args.trainable, k=args.k, rank=args.rank, alpha=args.alpha,
                         balanced=args.balanced, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
                         batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
-                        max_steps=args.max_steps, out=args.out)
+                        max_steps=args.max_steps, out=args.out, grad_accum=args.grad_accum,
+                        precision=args.precision)
     facts = job.training
     print(f"data: {facts['data']} {facts['sizes']} · padded to {facts['max_length']} tokens · "
           f"truncated {facts['num_truncated']}")
     print(f"trainable parameters: {facts['trainable']:,} of {facts['parameters']:,} ({args.trainable})")
-    with tqdm(total=job.run.total_steps, unit="step", desc="fine-tuning") as bar:
+    with tqdm(total=job.run.total_steps, unit="step", desc="fine-tuning", disable=not distributed.is_main()) as bar, \
+            distributed.stop_request(distributed_only=True) as stop_asked:
         try:
             for event in job:
                 if event.kind == "step":
@@ -57,6 +75,8 @@ def run(args) -> int:
                 elif event.kind == "epoch":
                     bar.write(f"epoch {event.epoch}: training accuracy {event.metrics['train_acc']:.2%} | "
                               f"validation accuracy {event.metrics['val_acc']:.2%}")
+                if stop_asked():  # Ctrl-C under torchrun: every rank stops after the same step
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             print("\ninterrupted: measuring and saving the model as trained so far", file=sys.stderr)
     result = job.finish()

@@ -4,11 +4,15 @@ Writes the checkpoint (`--out`), the loss curve as CSV and as a self-contained p
 HTML page next to it, and prints the final sample. Ctrl-C stops after the current
 step and saves a resumable checkpoint; `--resume` continues it exactly.
 (No PNG: neither matplotlib nor kaleido is installed here; the HTML page works offline.)
+
+Under `torchrun --nproc_per_node=N -m llm pretrain ...` the same command trains on N
+processes with DistributedDataParallel (`llm.distributed`): --batch-size is per process,
+only rank 0 prints, draws and writes the checkpoint, and Ctrl-C stops every rank after the
+same step.
 """
 from __future__ import annotations
 
 import csv
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +36,9 @@ def add_arguments(parser):
     parser.add_argument("--stride", type=int, help="window stride (default: the context)")
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (gradient accumulation)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"),
+                        help="bf16: mixed precision (autocast) on CUDA GPUs; refused on a CPU")
     parser.add_argument("--prompt", default=None, help=f"sample prompt (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--resume", default=None, help="resumable checkpoint to continue from")
     parser.add_argument("--out", default=None, help="checkpoint to write (default: "
@@ -39,6 +46,9 @@ def add_arguments(parser):
     parser.add_argument("--estimate", action="store_true",
                         help="only time a few steps here and print how long the run would take")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines instead)")
+    parser.add_argument("--resumable", action="store_true",
+                        help="keep optimizer and loop state in the final checkpoint too, so a finished run "
+                             "can be continued (--resume with a larger --max-steps or --epochs)")
 
 
 def curve_paths(out: Path) -> tuple[Path, Path]:
@@ -66,15 +76,23 @@ def write_curve(history: list[dict], csv_path: Path, html_path: Path) -> None:
 
 
 def run(args) -> int:
+    """Under torchrun: one process of several (`llm.distributed.run_command`)."""
+    from llm import distributed
+
+    return distributed.run_command(train_command, args)
+
+
+def train_command(args) -> int:
     from tqdm import tqdm
 
+    from llm import distributed
     from llm.paths import checkpoints_dir
     from llm.pretraining import eval_forwards, estimate_seconds, get_settings, load_text, perplexity, pretrain
 
     text = load_text(args.text)
     overrides = dict(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
                      context_length=args.context, stride=args.stride or args.context, eval_every=args.eval_every,
-                     seed=args.seed, prompt=args.prompt)
+                     seed=args.seed, prompt=args.prompt, grad_accum=args.grad_accum, precision=args.precision)
     settings = get_settings(args.preset)
     if args.model:
         settings = replace(settings, model=args.model)
@@ -86,6 +104,11 @@ def run(args) -> int:
     print(f"data: {job.data.summary()}")
     print(f"model: {settings.model} shape, {sum(p.numel() for p in job.model.parameters()):,} parameters; "
           f"{run_.total_steps} steps (starting at {run_.state.step})")
+    if distributed.is_distributed():
+        world = distributed.world_size()
+        print(f"distributed: {world} processes ({run_.model.device.type}), batch {settings.batch_size} per "
+              f"process x {settings.grad_accum} micro-batches = {world * settings.batch_size * settings.grad_accum}"
+              f" windows per step; each process trains on its share ({len(run_.train_loader)} batches per epoch)")
     if args.estimate:
         left = run_.total_steps - run_.state.step
         seconds = estimate_seconds(job.model.cfg, settings.batch_size, settings.context_length, left,
@@ -94,38 +117,34 @@ def run(args) -> int:
               f"(timed from real steps; evaluation included)")
         return 0
 
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):
-        stop["asked"] = True
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
     print("training: Ctrl-C stops after the current step and saves a resumable checkpoint", flush=True)
-    bar = tqdm(total=run_.total_steps, initial=run_.state.step, unit="step", disable=args.no_progress,
-               file=sys.stderr)
+    bar = tqdm(total=run_.total_steps, initial=run_.state.step, unit="step",
+               disable=args.no_progress or not distributed.is_main(), file=sys.stderr)
     last = None
-    try:
-        for event in run_:
-            last = event
-            if event.kind == "step":
-                bar.update(1)
-                bar.set_postfix(loss=f"{event.train_loss:.3f}", lr=f"{event.lr:.1e}",
-                                tok_s=f"{event.tokens_per_s:.0f}", refresh=False)
-            elif event.kind == "eval":
-                metrics = " ".join(f"{k}={v:.3f}" for k, v in event.metrics.items())
-                line = f"step {event.step}/{event.total_steps} epoch {event.epoch} seen {event.seen:,}: {metrics}"
-                if event.sample is not None:
-                    line += f"\n  sample: {settings.prompt}{event.sample!r}"
-                bar.write(line) if not args.no_progress else print(line, flush=True)
-            if stop["asked"]:
-                break
-    finally:
-        bar.close()
-        signal.signal(signal.SIGINT, previous)
-        run_.close()
+    with distributed.stop_request() as stop_asked:
+        try:
+            for event in run_:
+                last = event
+                if event.kind == "step":
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{event.train_loss:.3f}", lr=f"{event.lr:.1e}",
+                                    tok_s=f"{event.tokens_per_s:.0f}", refresh=False)
+                elif event.kind == "eval":
+                    metrics = " ".join(f"{k}={v:.3f}" for k, v in event.metrics.items())
+                    line = f"step {event.step}/{event.total_steps} epoch {event.epoch} seen {event.seen:,}: {metrics}"
+                    if event.sample is not None:
+                        line += f"\n  sample: {settings.prompt}{event.sample!r}"
+                    bar.write(line) if not args.no_progress else print(line, flush=True)
+                if stop_asked():
+                    break
+        finally:
+            bar.close()
+            run_.close()
 
     interrupted = last is None or last.kind != "done"
-    job.save(out, resumable=interrupted, text_name=Path(args.text).name)
+    job.save(out, resumable=interrupted or args.resumable, text_name=Path(args.text).name)
+    if not distributed.is_main():
+        return 130 if interrupted else 0
     csv_path, html_path = curve_paths(out)
     write_curve(run_.history, csv_path, html_path)
     print(f"loss curve: {csv_path} and {html_path} (no PNG: matplotlib/kaleido are not installed)")
