@@ -379,7 +379,7 @@ class SpamFinetune:
         from .data import create_spam_dataloaders
 
         self.loaders = create_spam_dataloaders(model.cfg.context_length, balanced, batch_size, seed)
-        self.out = Path(out) if out else _default_out(self.base_name, policy)
+        self.out = _output_path(out, self.base_name, policy)
         self.training = {
             "base": self.base_name, "policy": policy, "k": k if policy == "last-k" else None,
             "rank": rank if policy == "lora" else None, "alpha": alpha if policy == "lora" else None,
@@ -476,9 +476,14 @@ def _load_base(base) -> tuple[Checkpoint, str]:
     return ckpt, Path(str(base)).stem if ("/" in str(base) or "." in str(base)) else str(base)
 
 
-def _default_out(base_name: str, policy: str) -> Path:
+def _output_path(out, base_name: str, policy: str) -> Path:
+    """`out` itself; a spam-<base>-<policy>-<date-time>.safetensors in `out` when it is a folder,
+    or in the lab's checkpoints folder when `out` is None."""
     import time
 
     from .paths import checkpoints_dir
 
-    return Path(checkpoints_dir()) / f"spam-{base_name}-{policy}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    name = f"spam-{base_name}-{policy}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+    if out is None:
+        return Path(checkpoints_dir()) / name
+    return Path(out) / name if Path(out).is_dir() else Path(out)

@@ -12,6 +12,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+from conftest import screenshot  # noqa: E402
 
 BASE = "lab-tiny"
 
@@ -26,6 +27,7 @@ def finetuned(client):
     """(updates streamed, final outputs) of a 4-step fine-tuning run of lab-tiny, all layers trainable."""
     job = client.submit(BASE, "balanced", "all", 2, 4, 1, 1e-3, 8, 4, 123, api_name="/finetune_spam")
     updates = list(job)
+    client.predict(api_name="/register_spam_classifier")  # the `.then` step the browser runs by itself
     return updates, job.outputs()[-1]
 
 
@@ -114,45 +116,29 @@ def test_stop_keeps_what_was_trained(client):
 
 # --- in a real browser (Debian's chromium through Playwright), with screenshots ---------
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+def test_browser_finetune_then_classify_with_explanation(lab_url, open_page):
+    page = open_page(lab_url, height=1000, timeout_ms=60_000)
+    page.get_by_role("tab", name="Classify").click()
+    page.click("#spam-policy input")
+    page.get_by_role("option", name="all layers").click()
+    page.fill("#spam-lr input", "0.002")
+    page.fill("#spam-epochs input", "2")
+    page.fill("#spam-batch input", "16")
+    page.click("#spam-train")
+    page.wait_for_function("(document.querySelector('#spam-result') || {innerText: ''}).innerText"
+                           ".includes('Test accuracy')",
+                           timeout=600_000)
+    page.wait_for_selector("#spam-confusion .js-plotly-plot")
+    assert "Done" in page.inner_text("#spam-status")
+    screenshot(page, "classify-finetune", full_page=True)
 
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
-def test_browser_finetune_then_classify_with_explanation(lab_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(60_000)
-        page.goto(lab_url, wait_until="load")
-        page.wait_for_selector("#lab-status")
-        page.wait_for_function("document.querySelector('#lab-status').innerText.includes('models available')")
-        page.get_by_role("tab", name="Classify").click()
-        page.click("#spam-policy input")
-        page.get_by_role("option", name="all layers").click()
-        page.fill("#spam-lr input", "0.002")
-        page.fill("#spam-epochs input", "2")
-        page.fill("#spam-batch input", "16")
-        page.click("#spam-train")
-        page.wait_for_function("(document.querySelector('#spam-result') || {innerText: ''}).innerText"
-                               ".includes('Test accuracy')",
-                               timeout=600_000)
-        page.wait_for_selector("#spam-confusion .js-plotly-plot")
-        assert "Done" in page.inner_text("#spam-status")
-        page.screenshot(path=str(SHOTS / "classify-finetune.png"), full_page=True)
-
-        page.fill("#spam-message textarea", EXAMPLE_SPAM)
-        page.click("#spam-classify")
-        page.wait_for_selector("#spam-explanation .tok")
-        assert page.locator("#spam-explanation .tok").count() > 10
-        assert "spam" in page.inner_text("#spam-label")
-        page.locator("#spam-message").scroll_into_view_if_needed()
-        page.screenshot(path=str(SHOTS / "classify-explain.png"), full_page=True)
-        browser.close()
+    page.fill("#spam-message textarea", EXAMPLE_SPAM)
+    page.click("#spam-classify")
+    page.wait_for_selector("#spam-explanation .tok")
+    assert page.locator("#spam-explanation .tok").count() > 10
+    assert "spam" in page.inner_text("#spam-label")
+    page.locator("#spam-message").scroll_into_view_if_needed()
+    screenshot(page, "classify-explain", full_page=True)
 
 
 EXAMPLE_SPAM = "URGENT! Your mobile number has been awarded a £2000 prize GUARANTEED. Call 09061790121 now"

@@ -12,6 +12,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+from conftest import screenshot  # noqa: E402
 
 BASE = "lab-tiny"
 
@@ -35,6 +36,7 @@ def finetuned(client):
     """(updates, final outputs) of a 6-step instruction fine-tuning of lab-tiny at lr 1e-3."""
     job = client.submit(BASE, "book", None, 2, 1e-3, 8, 6, False, api_name="/finetune_instruct")
     updates = list(job)
+    client.predict(api_name="/register_instruct")  # the `.then` step the browser runs by itself
     return updates, job.outputs()[-1]
 
 
@@ -123,47 +125,31 @@ def test_stop_saves_what_was_trained(client):
 
 # --- in a real browser (Debian's chromium through Playwright), with a screenshot ---------
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
-def test_browser_finetune_then_chat(lab_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1100})
-        page.set_default_timeout(120_000)
-        page.goto(lab_url, wait_until="load")
-        page.wait_for_function("(document.querySelector('#lab-status') || {innerText: ''}).innerText"
-                               ".includes('models available')")
-        page.get_by_role("tab", name="Instruct & chat").click()
-        page.fill("#inst-lr input", "0.001")
-        page.fill("#inst-max-steps input", "30")
-        page.click("#inst-train")
-        page.wait_for_function("(document.querySelector('#inst-status') || {innerText: ''}).innerText"
-                               ".includes('Step')")
-        page.wait_for_function("(document.querySelector('#inst-samples textarea') || {value: ''}).value"
-                               ".includes('    5: ')")
-        page.wait_for_timeout(1000)
-        page.screenshot(path=str(SHOTS / "instruct-finetune.png"), full_page=True)
-        page.wait_for_function("document.querySelector('#inst-status').innerText.includes('Saved')",
-                               timeout=600_000)
-        page.get_by_text("Generation settings").click()
-        page.fill("#chat-temperature input[type='number']", "0.8")
-        page.press("#chat-temperature input[type='number']", "Enter")
-        page.fill("#chat-top-k input[type='number']", "40")
-        page.press("#chat-top-k input[type='number']", "Enter")
-        page.fill("#chat-message textarea", "Rewrite the sentence using a simile.")
-        page.fill("#chat-input textarea", "The car is very fast.")
-        page.click("#chat-send")
-        page.wait_for_function("document.querySelectorAll('#chat-box .message').length >= 2")
-        page.wait_for_timeout(1500)
-        assert "simile" in page.inner_text("#chat-box")
-        assert "instruction-tuned" in page.inner_text("#chat-note")
-        page.locator("#chat-box").scroll_into_view_if_needed()
-        page.screenshot(path=str(SHOTS / "instruct.png"), full_page=True)
-        browser.close()
+def test_browser_finetune_then_chat(lab_url, open_page):
+    page = open_page(lab_url, height=1100)
+    page.get_by_role("tab", name="Instruct & chat").click()
+    page.fill("#inst-lr input", "0.001")
+    page.fill("#inst-max-steps input", "30")
+    page.click("#inst-train")
+    page.wait_for_function("(document.querySelector('#inst-status') || {innerText: ''}).innerText"
+                           ".includes('Step')")
+    page.wait_for_function("(document.querySelector('#inst-samples textarea') || {value: ''}).value"
+                           ".includes('    5: ')")
+    page.wait_for_timeout(1000)
+    screenshot(page, "instruct-finetune", full_page=True)
+    page.wait_for_function("document.querySelector('#inst-status').innerText.includes('Saved')",
+                           timeout=600_000)
+    page.get_by_text("Generation settings").click()
+    page.fill("#chat-temperature input[type='number']", "0.8")
+    page.press("#chat-temperature input[type='number']", "Enter")
+    page.fill("#chat-top-k input[type='number']", "40")
+    page.press("#chat-top-k input[type='number']", "Enter")
+    page.fill("#chat-message textarea", "Rewrite the sentence using a simile.")
+    page.fill("#chat-input textarea", "The car is very fast.")
+    page.click("#chat-send")
+    page.wait_for_function("document.querySelectorAll('#chat-box .message').length >= 2")
+    page.wait_for_timeout(1500)
+    assert "simile" in page.inner_text("#chat-box")
+    assert "instruction-tuned" in page.inner_text("#chat-note")
+    page.locator("#chat-box").scroll_into_view_if_needed()
+    screenshot(page, "instruct", full_page=True)

@@ -47,6 +47,8 @@ def sessions(lab_url):
     generating = {name: clients[name].submit(*GENERATE[name], api_name="/generate") for name in "AB"}
     for job in [*training.values(), *generating.values()]:
         list(job)  # wait for the end of the stream; errors surface in outputs below
+    for client in clients.values():
+        client.predict(api_name="/register_spam_classifier")  # the `.then` step the browser runs by itself
     return {name: {"client": clients[name], "trained": training[name].outputs()[-1],
                    "tokens": _tokens(generating[name])} for name in "AB"}
 
@@ -85,10 +87,8 @@ def test_each_session_can_use_its_own_model(sessions):
         assert {c["label"] for c in label["confidences"]} == {"ham", "spam"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "every run is saved in the shared checkpoints folder (llm.paths.checkpoints_dir), which "
-    "llm.catalog.list_models lists as 'local' models for every session"))
 def test_neither_session_sees_or_uses_the_other_s_model(sessions):
+    """A model trained in the app is kept in the session's own folder, not the shared checkpoints folder."""
     for name, other in (("A", "B"), ("B", "A")):
         mine = sessions[name]
         theirs = _model_key(sessions[other]["trained"])
@@ -97,3 +97,35 @@ def test_neither_session_sees_or_uses_the_other_s_model(sessions):
         with pytest.raises(AppError, match="not one of the models|not in the list of choices"):
             mine["client"].predict(theirs, "WINNER! Claim your free prize now", api_name="/classify")
             pytest.fail(f"session {name} classified with session {other}'s model")
+
+
+def test_a_model_kept_in_the_checkpoints_folder_is_listed_for_every_session(sessions, lab_url):
+    """'Also keep the model in the lab's checkpoints folder': the one way a session shares a model."""
+    from llm.paths import checkpoints_dir
+
+    keeper, other = (gradio_client.Client(lab_url, verbose=False) for _ in range(2))
+    kept = keeper.submit(*SPAM["A"], True, api_name="/finetune_spam")
+    list(kept)
+    keeper.predict(api_name="/register_spam_classifier")
+    key = _model_key(kept.outputs()[-1])
+    assert Path(key).parent == checkpoints_dir().resolve()
+    assert "kept in the lab's checkpoints folder" in kept.outputs()[-1][3]
+    mine = other.submit(*SPAM["B"], api_name="/finetune_spam")
+    list(mine)
+    assert "kept for this session only" in mine.outputs()[-1][3]
+    assert key in [k for _, k in _picker(mine.outputs()[-1])["choices"]]
+    label, _, _ = other.predict(key, "WINNER! Claim your free prize now", api_name="/classify")
+    assert {c["label"] for c in label["confidences"]} == {"ham", "spam"}
+
+
+def test_the_session_folder_goes_when_the_session_ends_and_nothing_else(tmp_path):
+    from llm.ui.shared import checkpoint_folder, remove_folder
+
+    target = checkpoint_folder(False, None)
+    assert not target.in_catalog and target.folder.is_dir() and target.session_dir == str(target.folder)
+    assert checkpoint_folder(False, target.session_dir).folder == target.folder  # the same folder next time
+    remove_folder(target.session_dir)
+    assert not target.folder.exists()
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    remove_folder(str(tmp_path))  # a folder the session did not make is never removed
+    assert (tmp_path / "model.safetensors").exists()

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .shared import (SESSION_TTL_S, adopt_session_models, clean_text, get_model, line_frame, notices_md, number,
-                     picker_update, register_session_model, stop_run)
+from .shared import (SESSION_TTL_S, adopt_session_models, checkpoint_folder, clean_text, get_model, line_frame,
+                     notices_md, number, picker_update, register_session_model, saved_where, stop_run)
 
 TITLE = "Classify"
 
@@ -71,21 +71,22 @@ def _truncated(counts) -> str:
     return " / ".join(f"{n} {name}" for name, n in counts.items()) + " messages cut"
 
 
-def _result_md(result, stopped_note: str = "") -> str:
+def _result_md(result, stopped_note: str = "", in_catalog: bool = False) -> str:
     t = result.training
     lines = [stopped_note,
              f"**Test accuracy {result.test_acc:.2%}** · training {result.train_acc:.2%} · "
              f"validation {result.val_acc:.2%} (whole sets, after {result.steps} steps, {result.wall_s:.0f} s)",
              f"Trained {t['trainable']:,} of {t['parameters']:,} parameters ({t['policy']}) on the "
              f"{t['data']} data; messages padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}).",
-             f"Saved `{Path(result.path).name}` — it is now in the classifier picker below."]
+             f"Saved `{Path(result.path).name}` ({saved_where(in_catalog)}) — it is now in the classifier "
+             "picker below."]
     return "\n\n".join(filter(None, lines))
 
 
 
 
-def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, session_models=None,
-             run_state=None):
+def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep=False, session_models=None,
+             run_state=None, session_dir=None):
     """Fine-tune the picked model on the spam data; streams plots and status, ends with the result."""
     from llm.classifier import finetune_spam
     from llm.limits import current
@@ -97,11 +98,18 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
                     epochs=number(epochs, "Epochs", int, 1), lr=number(lr, "Learning rate"),
                     batch_size=number(batch_size, "Batch size", int, 1), seed=number(seed, "Seed", int),
                     max_steps=number(max_steps, "Max steps", int, 1) if max_steps else None)
+    target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
     same = gr.update()
-    yield "Preparing the data and the model…", same, same, "", None, None, same, same, stop
+    losses, accs = [], []
+
+    def out(status, result="", confusion=None, file=None, pending=same, picker=same, state=stop):
+        return (status, line_frame(losses, "step", "loss"), line_frame(accs, "epoch", "accuracy"), result,
+                confusion, file, pending, picker, state, target.session_dir)
+
+    yield out("Preparing the data and the model…")
     try:
-        job = finetune_spam(base, **settings)
+        job = finetune_spam(base, out=target.folder, **settings)
         limits.check_training(job.training["parameters"], job.run.total_steps)
     except ValueError as exc:  # bad settings, a model that cannot be loaded (CheckpointError), limits
         raise gr.Error(str(exc)) from None
@@ -109,7 +117,7 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     intro = (f"Data: {t['data']} ({t['sizes']['train']:,} / {t['sizes']['val']:,} / {t['sizes']['test']:,}), "
              f"padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}) · "
              f"training {t['trainable']:,} of {t['parameters']:,} parameters")
-    losses, accs, last, event = [], [], 0.0, None
+    last, event = 0.0, None
     for event in job:
         if event.kind == "eval":
             losses += [(event.step, event.metrics["train_loss"], "train loss"),
@@ -124,13 +132,11 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
         if event.kind != "step" or time.perf_counter() - last >= UPDATE_EVERY_S:
             last = time.perf_counter()
             left = f" · about {event.remaining:.0f} s left" if event.remaining else ""
-            status = (f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
+            yield out(f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
                       f"loss {event.train_loss:.3f}{left}")
-            yield status, line_frame(losses, "step", "loss"), line_frame(accs, "epoch", "accuracy"), "", None, None, same, same, stop
     stopped = event is not None and event.kind != "done"
     if stopped:
-        yield (f"{intro}\n\n⏹ Stopping: measuring accuracy on the whole sets and saving…", line_frame(losses, "step", "loss"),
-               line_frame(accs, "epoch", "accuracy"), "", None, None, same, same, stop)
+        yield out(f"{intro}\n\n⏹ Stopping: measuring accuracy on the whole sets and saving…")
     result = job.finish(stopped=stopped)
     note = f"⏹ Stopped after {result.steps} of {job.run.total_steps} steps." if result.stopped else ""
     if result.stopped and not stop.is_set():
@@ -138,11 +144,9 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     label = f"spam classifier · {t['base']} · {t['policy']} · {result.test_acc:.1%} test"
     session_models = register_session_model(session_models, result.path, label, task="classifier")
     key = str(Path(result.path).resolve())
-    yield (f"{intro}\n\n✅ Done.", line_frame(losses, "step", "loss"), line_frame(accs, "epoch", "accuracy"), _result_md(result, note),
-           confusion_figure(result.confusion, result.labels), str(result.path), session_models,
-           picker_update(session_models, tasks=("classifier",), select=key), None)
-
-
+    yield out(f"{intro}\n\n✅ Done.", _result_md(result, note, target.in_catalog),
+              confusion_figure(result.confusion, result.labels), str(result.path), session_models,
+              picker_update(session_models, tasks=("classifier",), select=key), None)
 
 
 # --- classifying ------------------------------------------------------------------------
@@ -269,6 +273,7 @@ def build(ctx) -> None:
         max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
                               elem_id="spam-max-steps")
         seed = gr.Number(value=123, precision=0, label="Seed", elem_id="spam-seed")
+    keep = ctx.keep_checkbox("spam-keep")
     with gr.Row():
         train_btn = gr.Button("Fine-tune", variant="primary", elem_id="spam-train")
         stop_btn = gr.Button("Stop (keeps what was trained)", elem_id="spam-stop")
@@ -310,13 +315,13 @@ def build(ctx) -> None:
         table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="spam-table")
         table_csv = gr.File(label="predictions (CSV)", interactive=False, elem_id="spam-csv")
 
-    train_btn.click(finetune, [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed,
-                               ctx.session_models, run_state],
+    train_btn.click(finetune, [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep,
+                               ctx.session_models, run_state, ctx.session_dir],
                     [status, loss_plot, acc_plot, result_md, confusion, checkpoint, pending_models, picker,
-                     run_state],
+                     run_state, ctx.session_dir],
                     api_name="finetune_spam", show_progress_on=[status],
                     concurrency_limit=current().training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name="register_spam_classifier")
     # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, measures the
     # test accuracy and saves the model (a cancelled generator could do neither); it also works
     # from gradio_client, which never triggers `cancels=`.

@@ -11,8 +11,8 @@ import gradio as gr
 
 from llm.limits import current
 
-from .shared import (DEFAULT_MODEL, SESSION_TTL_S, adopt_session_models, find_entry, get_model, line_frame, number,
-                     picker_update, register_session_model, stop_run)
+from .shared import (DEFAULT_MODEL, SESSION_TTL_S, adopt_session_models, checkpoint_folder, find_entry, get_model,
+                     line_frame, number, picker_update, register_session_model, saved_where, stop_run)
 
 TITLE = "Instruct & chat"
 
@@ -89,12 +89,11 @@ def _samples_text(samples: list[tuple[int, str]], entry: dict) -> str:
     return head + "\n" + "\n".join(lines)
 
 
-def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions,
-             session_models=None, run_state=None):
+def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions, keep=False,
+             session_models=None, run_state=None, session_dir=None):
     """Fine-tune the picked model on instructions; streams loss, samples and status; saves a checkpoint."""
     from llm.catalog import load_model
     from llm.instruct import default_checkpoint_name, finetune_instruct, instruct_train_config, split_instruction_data
-    from llm.paths import checkpoints_dir
 
     limits = current()
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
@@ -112,11 +111,12 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     splits = split_instruction_data(_records(source, upload, "to fine-tune on"))
     if not splits.train:
         raise gr.Error("The file has too few records to split 85/5/10: give at least 2.")
+    target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
     same = gr.update()
-    yield "Loading the base model and tokenizing the data…", same, "", same, same, same, stop
+    yield "Loading the base model and tokenizing the data…", same, "", same, same, same, stop, target.session_dir
     base_label = entry.label if entry is not None else str(base)
-    out = checkpoints_dir() / default_checkpoint_name(base)
+    out = target.folder / default_checkpoint_name(base)
     try:
         model = load_model(base, fresh=True).model  # a private copy: the cached model stays as it is
         run = finetune_instruct(model, splits.train, splits.val, config, batch_size, bool(mask_instructions),
@@ -145,7 +145,7 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
             status = (f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
                       f"loss {event.train_loss:.3f} · {event.tokens_per_s:,.0f} tokens/s{left}")
             yield (status, line_frame(losses, "step", "loss"), _samples_text(samples, run.sample_entry),
-                   same, same, same, stop)
+                   same, same, same, stop, target.session_dir)
     run.close()
     path = run.save(out)
     done = event is not None and event.kind == "done"
@@ -158,10 +158,9 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
         ending += f" This Space limits a run to {limits.max_train_seconds / 60:.0f} minutes."
     status = (f"{intro}\n\n{ending} Saved `{Path(path).name}`"
               + (f" (validation loss {val:.3f})" if val is not None else "")
-              + " — it is now selected in the chat below.")
+              + f" ({saved_where(target.in_catalog)}) — it is now selected in the chat below.")
     yield (status, line_frame(losses, "step", "loss"), _samples_text(samples, run.sample_entry), str(path),
-           session_models,
-           picker_update(session_models, tasks=INSTRUCT_TASKS, select=key), None)
+           session_models, picker_update(session_models, tasks=INSTRUCT_TASKS, select=key), None, target.session_dir)
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -273,7 +272,7 @@ def respond(choice, source, upload, max_new_tokens, session_models=None, run_sta
 # --- layout ----------------------------------------------------------------------------------
 
 def _example_rows(n: int = 8) -> list[list[str]]:
-    from llm.instruct import book_splits
+    from llm.alpaca import book_splits  # torch-free: the tab is built at start-up
 
     return [[e["instruction"], e["input"]] for e in book_splits().test[:n]]
 
@@ -300,6 +299,7 @@ def build(ctx) -> None:
                                   elem_id="inst-max-steps")
             mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",
                                elem_id="inst-mask")
+        keep = ctx.keep_checkbox("inst-keep")
         with gr.Row():
             train_btn = gr.Button("Fine-tune", variant="primary", elem_id="inst-train")
             stop_btn = gr.Button("Stop (saves what was trained)", elem_id="inst-stop")
@@ -358,15 +358,15 @@ def build(ctx) -> None:
     # The new model reaches the session in two steps: first the chat picker shows it (with choices built
     # from the new list), then `.then` adopts the list. Updating both at once let the session's picker
     # refresh read the picker's old value and switch it back.
-    train_btn.click(finetune, [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask,
-                               ctx.session_models, train_state],
-                    [status, loss_plot, samples, checkpoint, pending_models, picker, train_state],
+    train_btn.click(finetune, [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep,
+                               ctx.session_models, train_state, ctx.session_dir],
+                    [status, loss_plot, samples, checkpoint, pending_models, picker, train_state, ctx.session_dir],
                     api_name="finetune_instruct", show_progress_on=[status],
                     concurrency_limit=current().training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name=False)
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name="register_instruct")
     stop_btn.click(stop_run, [train_state], [status], api_name="stop_finetune_instruct")
-    picker.change(model_note, [picker, ctx.session_models], [note], api_name=False)
-    ctx.demo.load(model_note, [picker, ctx.session_models], [note], api_name=False)
+    gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
+          [note], api_name=False)
     gr.on([send_btn.click, message.submit], chat,
           [message, chatbot, input_text, picker, max_new_tokens, temperature, top_k, ctx.session_models],
           [chatbot, message], api_name="chat", show_progress_on=[note], concurrency_limit=2)

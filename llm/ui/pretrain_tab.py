@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import html
 import math
-import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,8 +22,8 @@ import gradio as gr
 
 from llm.limits import current
 
-from .shared import (SESSION_TTL_S, adopt_session_models, get_model, line_frame, number, picker_update,
-                     register_session_model, stop_run)
+from .shared import (SESSION_TTL_S, adopt_session_models, checkpoint_folder, get_model, line_frame, number,
+                     picker_update, register_session_model, saved_where, stop_run)
 
 TITLE = "Pretrain"
 
@@ -69,7 +67,7 @@ def sentence(exc: Exception) -> str:
 
 def bundled_texts() -> dict[str, Path]:
     """The plain-text files shipped in assets/ (the-verdict first), by file name."""
-    from llm.pretraining import DEFAULT_TEXT
+    from llm.config import DEFAULT_TEXT
 
     found = sorted(DEFAULT_TEXT.parent.glob("*.txt"), key=lambda p: (p != DEFAULT_TEXT, p.name))
     return {p.name: p for p in found}
@@ -146,7 +144,7 @@ def data_preview(source, upload, max_length, stride, batch_size, epochs, max_ste
 
 def mode_settings(mode: str):
     """The `PretrainSettings` a model choice starts from (the fields of the form are filled with them)."""
-    from llm.pretraining import SETTINGS
+    from llm.config import SETTINGS
 
     if mode == "book-ch05":
         return SETTINGS["book-ch05"]
@@ -363,23 +361,9 @@ def result_md(losses: dict, path: Path, in_catalog: bool) -> str:
                      f"{perplexity(train):,.1f} (loss {train:.3f})")
     lines.append("Perplexity = exp(loss): the model is as unsure about the next token as a uniform choice "
                  "among that many tokens (section 5.1.2); an untrained model is near 50,257.")
-    where = "kept in the lab's checkpoints folder (listed in the catalog)" if in_catalog else \
-        "kept for this session"
-    lines.append(f"Saved `{path.name}` ({where}) — it is now **selected in "
+    lines.append(f"Saved `{path.name}` ({saved_where(in_catalog)}) — it is now **selected in "
                  "the model picker at the top**: try it in **Generate**, **Attention** and **Embeddings**.")
     return "\n\n".join(lines)
-
-
-def session_folder(current_dir) -> Path:
-    """This session's folder for checkpoints (made on first use; removed when the session ends)."""
-    if current_dir and Path(current_dir).is_dir():
-        return Path(current_dir)
-    return Path(tempfile.mkdtemp(prefix="llm-lab-pretrain-"))
-
-
-def remove_folder(folder) -> None:
-    if folder:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def fresh_model(plan: Plan):
@@ -402,19 +386,18 @@ def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context
                  epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, keep=False, session_models=None,
                  run_state=None, session_dir=None):
     """Train, streaming (status, loss plot, samples timeline); save, register and select the model at the end."""
-    from llm.paths import checkpoints_dir
     from llm.pretraining import pretrain
 
     plan = make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride,
                      batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models)
     limits = current()
-    folder = session_folder(session_dir)
+    target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
     same = gr.update()
     intro = plan.intro()
 
     def out(status, plot=same, timeline=same, result=same, file=same, pending=same, picker=same, state=stop):
-        return status, plot, timeline, result, file, pending, picker, state, str(folder)
+        return status, plot, timeline, result, file, pending, picker, state, target.session_dir
 
     yield out(f"{intro}\n\nBuilding the model…", timeline=timeline_html(prompt, []), result="", file=None)
     if plan.cfg.num_parameters() >= ESTIMATE_FROM_PARAMETERS:
@@ -447,11 +430,8 @@ def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context
         yield out(f"{intro}\n\n⏹ Stopping after step {steps:,}: measuring the losses and saving…",
                   line_frame(rows, "tokens_seen", "loss"), timeline_html(prompt, samples))
     losses = final_losses(job, job.run.history, steps)
-    in_catalog = bool(keep) and limits.name == "local"
-    target = checkpoints_dir() if in_catalog else folder
-    target.mkdir(parents=True, exist_ok=True)
     name = f"pretrained-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}-{steps}steps.safetensors"
-    path = Path(job.save(target / name, resumable=False, text_name=plan.text_name))
+    path = Path(job.save(target.folder / name, resumable=False, text_name=plan.text_name))
     if done:
         ending = (f"✅ Done: {steps:,} steps, {job.run.state.seen:,} tokens in {duration(event.elapsed)} "
                   f"({event.tokens_per_s:,.0f} tokens/s).")
@@ -464,14 +444,14 @@ def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context
         (f" · val loss {val:.2f}" if val is not None and math.isfinite(val) else "")
     session_models = register_session_model(session_models, path, label)
     yield out(f"{intro}\n\n{ending}", line_frame(rows, "tokens_seen", "loss"), timeline_html(prompt, samples),
-              result_md(losses, path, in_catalog), str(path), session_models,
+              result_md(losses, path, target.in_catalog), str(path), session_models,
               picker_update(session_models, select=str(path.resolve())), None)
 
 
 # --- layout -----------------------------------------------------------------------------------
 
 def build(ctx) -> None:
-    from llm.pretraining import DEFAULT_PROMPT, MAX_TEXT_BYTES
+    from llm.config import DEFAULT_PROMPT, MAX_TEXT_BYTES
 
     limits = current()
     gr.Markdown(EXPLAIN)
@@ -479,7 +459,6 @@ def build(ctx) -> None:
         gr.Markdown(limits.describe(), elem_id="pt-limits")
     run_state = gr.State(None, time_to_live=SESSION_TTL_S)
     pending_models = gr.State(None, time_to_live=SESSION_TTL_S)  # see `adopt_session_models`
-    session_dir = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_folder)
     lecture = mode_settings("lecture")
     texts = list(bundled_texts())
 
@@ -519,8 +498,7 @@ def build(ctx) -> None:
         seed = gr.Number(value=lecture.seed, precision=0, label="Seed", elem_id="pt-seed")
     prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Sample prompt (continued greedily at every evaluation)",
                         elem_id="pt-prompt", max_length=MAX_PROMPT_CHARS)
-    keep = gr.Checkbox(False, label="Also keep the model in the lab's checkpoints folder (listed in the catalog)",
-                       visible=limits.name == "local", elem_id="pt-keep")
+    keep = ctx.keep_checkbox("pt-keep")
 
     gr.Markdown("#### 3 · Train")
     with gr.Row():
@@ -544,7 +522,7 @@ def build(ctx) -> None:
     model_inputs = [mode, ctx.picker, emb_dim, n_layers, n_heads, context, ctx.session_models]
     gr.on([ctx.demo.load] + [c.change for c in data_inputs], data_preview, data_inputs, [data_md],
           api_name="pretrain_data", show_progress="hidden")
-    gr.on([ctx.demo.load, mode.change, ctx.picker.change, emb_dim.change, n_layers.change, n_heads.change,
+    gr.on([ctx.demo.load, mode.change, ctx.picker.change, ctx.session_models.change, emb_dim.change, n_layers.change, n_heads.change,
            context.change], model_preview, model_inputs, [model_md], api_name="pretrain_model",
           show_progress="hidden")
     mode.change(fill_form, [mode], [max_length, stride, batch_size, lr, weight_decay, epochs, eval_every,
@@ -556,9 +534,9 @@ def build(ctx) -> None:
     # what it trained and registers it; a cancelled generator could do neither, and calls from
     # gradio_client can stop it too. The new model reaches the session in two steps (see
     # `adopt_session_models`): the run selects it in the shared picker, then `.then` adopts the list.
-    start_btn.click(pretrain_run, plan_inputs + [keep, ctx.session_models, run_state, session_dir],
+    start_btn.click(pretrain_run, plan_inputs + [keep, ctx.session_models, run_state, ctx.session_dir],
                     [status, loss_plot, timeline, result, checkpoint, pending_models, ctx.picker, run_state,
-                     session_dir],
+                     ctx.session_dir],
                     api_name="pretrain", show_progress_on=[status], concurrency_id="pretrain",
                     concurrency_limit=limits.training_concurrency).then(
         adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],

@@ -8,14 +8,19 @@
 - `ctx.session_models`: a per-session `gr.State` listing the models trained or
   uploaded in THIS session (small dicts, never tensors: the models themselves live
   in `llm.catalog`'s one bounded cache shared by all sessions);
-- `ctx.upload`: a file box for a `.safetensors` or the book's `.pth` checkpoint.
+- `ctx.upload`: a file box for a `.safetensors` or the book's `.pth` checkpoint;
+- `ctx.session_dir`: a per-session `gr.State` naming THIS session's folder for the
+  checkpoints its training tabs write (a temporary folder, made on first use and
+  removed when the session ends). Only what the user asks to keep (`ctx.keep_checkbox`)
+  goes to the lab's checkpoints folder, which every session lists.
 
 A tab's handler takes `ctx.picker` and `ctx.session_models` as inputs and calls
 `ctx.get_model(choice, session_models, tasks=...)`, which checks the choice and
 returns the cached `Checkpoint` (shared, eval mode: never train it in place; use
 `llm.catalog.load_model(key, fresh=True)` for a private copy).
 
-A training tab that has just saved a checkpoint adds it to this session's pickers with
+A training tab saves into `checkpoint_folder(keep, session_dir)` (and writes the folder
+back to `ctx.session_dir`), then adds the file to this session's pickers with
 `register_session_model`, writing `ctx.session_models` as an output:
 
     def on_done(path, session_models):
@@ -32,6 +37,9 @@ Nothing heavy is imported at module import: torch and the catalog load on first 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -60,6 +68,53 @@ def register_session_model(session_models: list | None, path: str | os.PathLike,
     entries = [dict(e) for e in (session_models or []) if e["path"] != path]
     entries.append({"path": path, "label": label, "task": task, "kind": kind})
     return entries
+
+
+SESSION_FOLDER_PREFIX = "llm-lab-session-"
+
+
+def session_folder(current_dir) -> Path:
+    """This session's folder for checkpoints (made on first use; removed when the session ends)."""
+    if current_dir and Path(current_dir).is_dir():
+        return Path(current_dir)
+    return Path(tempfile.mkdtemp(prefix=SESSION_FOLDER_PREFIX))
+
+
+def remove_folder(folder) -> None:
+    """`ctx.session_dir`'s delete callback: the session is over, its checkpoints go (nothing else)."""
+    if folder and Path(folder).name.startswith(SESSION_FOLDER_PREFIX):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SaveTarget:
+    folder: Path  # where to save the model
+    in_catalog: bool  # the lab's checkpoints folder, listed for every session
+    session_dir: str | None  # the value to write back to `ctx.session_dir`
+
+
+def checkpoint_folder(keep, session_dir) -> SaveTarget:
+    """Where a training tab saves its model.
+
+    This session's own folder, unless the user asked to keep the model in the lab's
+    checkpoints folder, which every session lists (allowed in a local lab only: on a
+    shared Space one visitor's models never reach the others).
+    """
+    from llm.limits import current
+    from llm.paths import checkpoints_dir
+
+    if keep and current().name == "local":
+        folder = checkpoints_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        return SaveTarget(folder, True, session_dir)
+    folder = session_folder(session_dir)
+    return SaveTarget(folder, False, str(folder))
+
+
+def saved_where(in_catalog: bool) -> str:
+    """Words for where `checkpoint_folder` put a model."""
+    return ("kept in the lab's checkpoints folder, listed for every session" if in_catalog
+            else "kept for this session only")
 
 
 # --- the catalog, seen from the UI ---------------------------------------------------
@@ -216,6 +271,7 @@ class LabContext:
         self.demo = demo  # tabs may add `ctx.demo.load(...)` events
         self._pickers: list[tuple[gr.Dropdown, tuple[str, ...] | None]] = []
         self.session_models = gr.State([], time_to_live=SESSION_TTL_S)
+        self.session_dir = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_folder)
         with gr.Row(equal_height=True):
             with gr.Column(scale=3):
                 self.picker = gr.Dropdown(
@@ -242,14 +298,22 @@ class LabContext:
         self._pickers.append((dropdown, tasks))
         return dropdown
 
+    def keep_checkbox(self, elem_id: str) -> gr.Checkbox:
+        """'Also keep the model in the checkpoints folder' (`checkpoint_folder`); shown in a local lab only."""
+        from llm.limits import current
+
+        return gr.Checkbox(False, label="Also keep the model in the lab's checkpoints folder (listed for every "
+                           "session and after a restart)", visible=current().name == "local", elem_id=elem_id)
+
     def get_model(self, choice, session_models=None, tasks=None):
         """See `get_model`."""
         return get_model(choice, session_models, tasks)
 
     def on_model(self, fn, outputs, api_name=False) -> None:
-        """Run `fn(choice, session_models)` when the page opens and whenever the shared picker changes."""
-        gr.on([self.demo.load, self.picker.change], fn, [self.picker, self.session_models], outputs,
-              api_name=api_name)
+        """Run `fn(choice, session_models)` when the page opens, the shared picker changes, or this
+        session's models change (a model a run just picked joins the session's list a moment later)."""
+        gr.on([self.demo.load, self.picker.change, self.session_models.change], fn,
+              [self.picker, self.session_models], outputs, api_name=api_name)
 
     def finish(self) -> None:
         """Wire the shared events; `build_app` calls this after all tabs are built."""
@@ -284,7 +348,9 @@ def model_info(choice, session_models=None) -> str:
     if not choice:
         return ""
     entry = find_entry(choice, session_models)
-    if entry is not None and not entry.available:
+    if entry is None:  # a model a run has just picked, not yet in the session's list: `on_model` calls again
+        return ""
+    if not entry.available:
         hint = " Press **Download GPT-2 weights** (needs the Hub)." if entry.kind == "gpt2" else ""
         return f"⚠️ {entry.label} is not available: {entry.reason}.{hint}"
     ckpt = get_model(choice, session_models)
