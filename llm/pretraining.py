@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -20,17 +20,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .checkpoints import Checkpoint, load_checkpoint
-from .config import GPTConfig, get_config
+from .config import (  # noqa: F401  (chapter 5's settings live in llm.config, torch-free; re-exported)
+    DEFAULT_PROMPT, DEFAULT_TEXT, MAX_TEXT_BYTES, SETTINGS, GPTConfig, PretrainSettings, get_settings)
 from .data import GPTDatasetV1, count_windows
 from .generation import generate_text
 from .model import GPTModel
-from .paths import ASSETS_DIR
 from .tokenizer import text_to_token_ids
-from .training import TrainConfig, TrainRun, make_optimizer, mean_loss, train
+from .training import TrainRun, make_optimizer, mean_loss, train
 
-MAX_TEXT_BYTES = 5_000_000  # 5 MB: about 1.2 million tokens, far more than a CPU trains on in a lesson
-DEFAULT_TEXT = ASSETS_DIR / "the-verdict.txt"
-DEFAULT_PROMPT = "Every effort moves you"
 
 
 # ---------------------------------------------------------------- text
@@ -155,74 +152,6 @@ def lm_loss(model, batch) -> tuple[torch.Tensor, int]:
 def perplexity(loss: float) -> float:
     """exp(loss): how many tokens the model is as unsure between as a uniform choice (section 5.1.2)."""
     return math.exp(loss) if loss < 700 else float("inf")
-
-
-# ---------------------------------------------------------------- settings
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    """A model shape and the data and optimizer settings that go with it."""
-
-    model: str  # a preset of llm.config.PRESETS
-    context_length: int
-    stride: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    epochs: int | None
-    max_steps: int | None = None
-    warmup_fraction: float = 0.0
-    min_lr: float = 0.0
-    schedule: str = "cosine"
-    grad_clip: float | None = 1.0
-    eval_every: int = 5
-    eval_batches: int | None = 5
-    seed: int = 123
-    grad_accum: int = 1  # micro-batches per optimizer step
-    precision: str = "fp32"  # "bf16": autocast on CUDA (llm.training)
-    prompt: str = DEFAULT_PROMPT
-    sample_tokens: int = 50
-    note: str = ""
-
-    def with_(self, **changes) -> "PretrainSettings":
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def model_config(self) -> GPTConfig:
-        cfg = get_config(self.model)
-        if self.context_length > cfg.context_length:
-            raise ValueError(f"a context of {self.context_length} tokens is beyond the {self.model} model's "
-                             f"context length of {cfg.context_length}")
-        return cfg
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(lr=self.lr, weight_decay=self.weight_decay, epochs=self.epochs,
-                           max_steps=self.max_steps, warmup_fraction=self.warmup_fraction,
-                           min_lr=self.min_lr, schedule=self.schedule, grad_clip=self.grad_clip,
-                           eval_every=self.eval_every, eval_batches=self.eval_batches,
-                           seed=self.seed, grad_accum=self.grad_accum, precision=self.precision).validate()
-
-
-SETTINGS: dict[str, PretrainSettings] = {
-    "lecture": PretrainSettings(
-        model="lecture", context_length=64, stride=64, batch_size=4, lr=4e-3, weight_decay=0.1,
-        epochs=15, warmup_fraction=0.03, min_lr=4e-4, eval_every=20, eval_batches=None,
-        # Measured on 2 shared cores: the 50257-wide output head is most of the compute, so a
-        # 128-wide model runs ~1.8x the tokens/s of a 256-wide one; small batches (4 x 64 tokens)
-        # give many steps per epoch; lr 4e-3 with a short warm-up (5e-3 stalls the 256-wide model);
-        # a cosine over 15 epochs keeps the lr high until the loss is below 1 (~step 140, ~60 s).
-        note="tuned for a live demo: the-verdict's training loss below 1.0 in about a minute on 2 CPU cores"),
-    "book-ch05": PretrainSettings(
-        model="book-ch05", context_length=256, stride=256, batch_size=2, lr=4e-4, weight_decay=0.1,
-        epochs=10, schedule="constant", grad_clip=None, eval_every=5, eval_batches=5,
-        note="the book's section 5.2 run: 124M shape, context 256, batch 2, AdamW lr 4e-4, wd 0.1, 10 epochs"),
-}
-
-
-def get_settings(name: str) -> PretrainSettings:
-    try:
-        return SETTINGS[name]
-    except KeyError:
-        raise ValueError(f"unknown pretraining settings {name!r}; choose one of: {', '.join(SETTINGS)}") from None
 
 
 # ---------------------------------------------------------------- the run
