@@ -6,6 +6,7 @@ token ids that return plain Python/NumPy data; the figures live in `llm.viz`.
 """
 from __future__ import annotations
 
+import threading
 import unicodedata
 from dataclasses import dataclass
 
@@ -141,23 +142,53 @@ def nearest_neighbours(model: GPTModel, token_id: int, k: int = 10) -> list[Neig
 
 # --- chapter 3: attention, and a logit lens over the blocks --------------------------
 
-@torch.inference_mode()
-def attention_records(model: GPTModel, token_ids) -> list[dict]:
-    """Per layer, the tensors of section 3.6 for one input (batch 1 removed), as float32 CPU tensors.
+class RecordedPass:
+    """The inspectable forward pass of one input, run block by block only as far as asked.
 
-    Keys: queries, keys, values (heads, tokens, head_dim); attn_scores, scaled_scores,
-    masked_scores, attn_weights (heads, tokens, tokens); context (heads, tokens, head_dim);
-    hidden (tokens, emb_dim), the block's output.
+    `through(layer)` returns the tensors of section 3.6 for blocks 0..layer, computing the
+    blocks not run yet (a block's attention depends on the blocks before it only), so a
+    look at layer 0 costs one block and a later look at layer 11 runs the rest. Safe to
+    share between threads: one of them computes, the others wait for its result.
     """
-    idx = _as_tensor(model, token_ids)
-    was_training = model.training
-    model.eval()
-    records: list[dict] = []
-    try:
-        model(idx, records=records, last_only=True)
-    finally:
-        model.train(was_training)
-    return [{name: t[0].float().cpu() for name, t in rec.items()} for rec in records]
+
+    def __init__(self, model: GPTModel, token_ids):
+        self.model = model
+        self.idx = _as_tensor(model, token_ids)
+        self.records: list[dict] = []
+        self._x = None  # the output of the last block run so far
+        self._lock = threading.Lock()
+
+    @torch.inference_mode()
+    def through(self, layer: int | None = None) -> list[dict]:
+        """Per block up to `layer` (all blocks when None), float32 CPU tensors, batch 1 removed.
+
+        Keys: queries, keys, values (heads, tokens, head_dim); attn_scores, scaled_scores,
+        masked_scores, attn_weights (heads, tokens, tokens); context (heads, tokens, head_dim);
+        hidden (tokens, emb_dim), the block's output.
+        """
+        model = self.model
+        last = model.cfg.n_layers - 1 if layer is None else min(int(layer), model.cfg.n_layers - 1)
+        with self._lock:
+            if len(self.records) <= last:
+                was_training = model.training
+                model.eval()
+                try:
+                    if self._x is None:
+                        self._x = model.embed(self.idx)
+                    while len(self.records) <= last:
+                        record = {}
+                        self._x = model.trf_blocks[len(self.records)](self._x, layer=len(self.records),
+                                                                      record=record)
+                        record["hidden"] = self._x
+                        self.records.append({name: t[0].float().cpu() for name, t in record.items()})
+                finally:
+                    model.train(was_training)
+            return self.records[:last + 1]
+
+
+def attention_records(model: GPTModel, token_ids) -> list[dict]:
+    """Every block's tensors of section 3.6 for one input (see `RecordedPass.through`)."""
+    return RecordedPass(model, token_ids).through()
 
 
 def attention_maps(model: GPTModel, token_ids) -> np.ndarray:
@@ -207,5 +238,5 @@ def logit_lens(model: GPTModel, token_ids, top: int = 5, records: list[dict] | N
 
 
 __all__ = ["sanitize_text", "SimpleToken", "simple_tokens", "sliding_windows", "embedding_views", "pca_2d",
-           "Neighbour", "nearest_neighbours", "attention_records", "attention_maps", "attention_steps",
+           "Neighbour", "nearest_neighbours", "RecordedPass", "attention_records", "attention_maps", "attention_steps",
            "LensRow", "logit_lens"]

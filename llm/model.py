@@ -194,14 +194,8 @@ class GPTModel(nn.Module):
             and the block's output as "hidden" (for the logit lens).
         last_only: compute logits for the last position only (generation).
         """
-        batch_size, seq_len = in_idx.shape
-        start = kv_cache.pos if kv_cache is not None else 0
-        if start + seq_len > self.cfg.context_length:
-            raise ValueError(f"{start + seq_len} tokens exceed the model's context length "
-                             f"of {self.cfg.context_length}")
-        tok_embeds = self.tok_emb(in_idx)
-        pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))
-        x = self.drop_emb(tok_embeds + pos_embeds)
+        seq_len = in_idx.shape[1]
+        x = self.embed(in_idx, start=kv_cache.pos if kv_cache is not None else 0)
         for layer, block in enumerate(self.trf_blocks):
             record = {} if records is not None else None
             x = block(x, kv_cache=kv_cache, layer=layer, record=record)
@@ -214,6 +208,19 @@ class GPTModel(nn.Module):
             x = x[:, -1:, :]
         x = self.final_norm(x)
         return self.out_head(x)
+
+    def embed(self, in_idx, start: int = 0):
+        """Token plus position embeddings, then dropout (section 2.8): the first block's input.
+
+        `start` is the position of the first token (after the tokens a KV cache holds).
+        """
+        seq_len = in_idx.shape[1]
+        if start + seq_len > self.cfg.context_length:
+            raise ValueError(f"{start + seq_len} tokens exceed the model's context length "
+                             f"of {self.cfg.context_length}")
+        tok_embeds = self.tok_emb(in_idx)
+        pos_embeds = self.pos_emb(torch.arange(start, start + seq_len, device=in_idx.device))
+        return self.drop_emb(tok_embeds + pos_embeds)
 
     @property
     def device(self) -> torch.device:

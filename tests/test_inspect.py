@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm.inspect import (attention_maps, attention_records, attention_steps, embedding_views, logit_lens,
+from llm.inspect import (RecordedPass, attention_maps, attention_records, attention_steps, embedding_views, logit_lens,
                          nearest_neighbours, pca_2d, sanitize_text, simple_tokens, sliding_windows)
 from llm.model import GPTModel
 from llm.tokenizer import text_to_token_ids
@@ -78,6 +78,29 @@ def test_attention_maps_are_causal_distributions(model):
     assert maps.shape == (model.cfg.n_layers, model.cfg.n_heads, n, n)
     np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
     assert np.all(maps[..., np.triu_indices(n, k=1)[0], np.triu_indices(n, k=1)[1]] == 0)
+
+
+def test_a_recorded_pass_runs_each_block_once_and_only_when_asked(model):
+    """Looking at layer 0 runs one block; a later look at the last layer runs the rest, not block 0 again."""
+    calls = []
+    for i, block in enumerate(model.trf_blocks):
+        block.register_forward_hook(lambda module, args, out, i=i: calls.append(i))
+    recorded = RecordedPass(model, IDS)
+    first = recorded.through(0)
+    assert len(first) == 1 and calls == [0]
+    every = recorded.through()
+    assert len(every) == model.cfg.n_layers and calls == list(range(model.cfg.n_layers))
+    assert recorded.through(0)[0] is first[0] and calls == list(range(model.cfg.n_layers))
+    # the same tensors as one whole forward pass of the model with recording on
+    records = []
+    with torch.inference_mode():
+        logits = model(torch.tensor([IDS]), records=records)
+    for ours, whole in zip(every, records):
+        for name, t in whole.items():
+            torch.testing.assert_close(ours[name], t[0], rtol=0, atol=0, msg=name)
+    hidden = every[-1]["hidden"]
+    with torch.inference_mode():
+        torch.testing.assert_close(model.out_head(model.final_norm(hidden)), logits[0], rtol=0, atol=1e-6)
 
 
 def test_attention_steps_follow_section_3_6(model):

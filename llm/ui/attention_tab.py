@@ -34,26 +34,27 @@ LENS_POSITIONS = 16
 # Slider bounds wide enough for GPT-2 XL (48 layers, 25 heads); a model's own sizes are checked.
 MAX_LAYERS, MAX_HEADS = 48, 25
 
-_cache: OrderedDict = OrderedDict()  # (choice, ids) -> (model, records); a few recent inputs
+_cache: OrderedDict = OrderedDict()  # (choice, ids) -> RecordedPass; a few recent inputs
 _cache_lock = threading.Lock()
 
 
-def _records(choice, model, ids):
-    """The recorded attention tensors for `ids`, reused while the layer/head knobs move."""
-    from llm.inspect import attention_records
+def _records(choice, model, ids, layer: int | None = None):
+    """The recorded attention tensors of blocks 0..layer (all when None) for `ids`.
+
+    One `RecordedPass` per input, shared by the Attention and Logit lens requests of a click and
+    reused while the layer/head knobs move: each block runs once, and only when first needed.
+    """
+    from llm.inspect import RecordedPass
 
     key = (choice, tuple(ids))
     with _cache_lock:
-        hit = _cache.get(key)
-        if hit is not None and hit[0] is model:
-            _cache.move_to_end(key)
-            return hit[1]
-    records = attention_records(model, ids)
-    with _cache_lock:
-        _cache[key] = (model, records)
+        recorded = _cache.get(key)
+        if recorded is None or recorded.model is not model:
+            recorded = _cache[key] = RecordedPass(model, ids)
+        _cache.move_to_end(key)
         while len(_cache) > 4:
             _cache.popitem(last=False)
-    return records
+    return recorded.through(layer)
 
 
 def _check_layer_head(model, layer, head):
@@ -76,7 +77,7 @@ def attention(choice, text, layer, head, view, session_models=None):
     if view not in VIEWS:
         raise gr.Error(f"View must be one of: {', '.join(VIEWS)}.")
     ids, notices = encode_for_model(text, model, MAX_TOKENS)
-    records = _records(choice, model, ids)
+    records = _records(choice, model, ids, layer)
     tokens = [p.text for p in token_pieces(ids)]
     weights = records[layer]["attn_weights"].numpy()  # (heads, tokens, tokens)
     where = f"trf_blocks[{layer}]"
