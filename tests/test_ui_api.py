@@ -193,6 +193,15 @@ def test_seeded_generation_repeats_and_greedy_says_so(client):
     assert cached["token_ids"] == details["token_ids"]
 
 
+def test_float16_weights_stream_the_same_greedy_tokens(client):
+    args = (MODEL, "Every effort moves you", 10, 0, None, None, None, True, False)
+    exact = client.predict(*args, False, api_name="/generate")
+    half = client.predict(*args, True, api_name="/generate")
+    assert "float32 weights" in exact[1] and "float16 weights" in half[1]
+    assert len(half[2]["token_ids"]) == 10 and half[2]["done"]
+    assert half[2]["token_ids"] == exact[2]["token_ids"]
+
+
 def test_next_token_probabilities_sum_to_at_most_one(client):
     for temperature, top_k, top_p in [(1.0, None, 1.0), (0.5, 3, 1.0), (2.0, 50, 0.5), (0.0, None, 1.0)]:
         _, table, status = client.predict(MODEL, "Every effort moves you", temperature, top_k, top_p,
