@@ -46,3 +46,55 @@ def lab_url(tmp_path_factory):
                             quiet=True, **launch_kwargs())
     yield url
     demo.close()
+
+
+# --- a real browser: Debian's Chromium driven by Playwright (never `playwright install`) ---
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
+#: Where the browser tests save their screenshots (the README's come from here).
+SCREENSHOTS = os.path.join(os.path.dirname(__file__), "artifacts", "screenshots")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole run; the browser tests are skipped when it is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """`open_page(url, height=1000, timeout_ms=120_000, lab=True)`: a new page on the app.
+
+    With `lab`, it waits until the lab's status line lists the models (the page has loaded
+    the catalog). The page closes at the end of the test.
+    """
+    pages = []
+
+    def _open(url, height=1000, timeout_ms=120_000, lab=True):
+        page = browser.new_page(viewport={"width": 1280, "height": height})
+        pages.append(page)
+        page.set_default_timeout(timeout_ms)
+        page.goto(url, wait_until="load")
+        if lab:
+            page.wait_for_function("(document.querySelector('#lab-status') || {innerText: ''}).innerText"
+                                   ".includes('models available')")
+        return page
+
+    yield _open
+    for page in pages:
+        page.close()
+
+
+def screenshot(target, name: str, **options) -> None:
+    """Save a page's (or a locator's) screenshot as tests/artifacts/screenshots/<name>.png."""
+    os.makedirs(SCREENSHOTS, exist_ok=True)
+    target.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), **options)

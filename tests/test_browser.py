@@ -3,32 +3,20 @@
 Debian's chromium driven by Playwright (no `playwright install`); screenshots go to
 tests/artifacts/screenshots/<tab>.png for a person to look at.
 """
-from pathlib import Path
-
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 60_000
-
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                                "(apt-get install -y chromium)")
+from conftest import screenshot
 
 
 @pytest.fixture(scope="module")
-def page(lab_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.set_default_timeout(TIMEOUT_MS)
-        page.goto(lab_url, wait_until="load")
-        page.wait_for_selector("#model-picker")
-        page.wait_for_function("document.querySelector('#lab-status').innerText.includes('models available')")
-        yield page
-        browser.close()
+def page(lab_url, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(60_000)
+    page.goto(lab_url, wait_until="load")
+    page.wait_for_selector("#model-picker")
+    page.wait_for_function("document.querySelector('#lab-status').innerText.includes('models available')")
+    yield page
+    page.close()
 
 
 def open_tab(page, title: str) -> None:
@@ -36,8 +24,7 @@ def open_tab(page, title: str) -> None:
 
 
 def shot(page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    screenshot(page, name, full_page=True)
 
 
 def test_status_line_shows_models_device_and_threads(page):

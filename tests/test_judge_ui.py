@@ -10,6 +10,7 @@ from gradio_client.exceptions import AppError
 
 from llm import judge
 
+from conftest import screenshot
 from ollama_fake import FakeOllama, Reply
 
 
@@ -179,37 +180,21 @@ def test_stop_keeps_the_scores_so_far(client, fake, tmp_path):
         assert len(list(csv.DictReader(f))) == len(table["data"])
 
 
-CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = __import__("pathlib").Path(__file__).parent / "artifacts" / "screenshots"
-
-
-def test_browser_scoring_run_shows_table_mean_and_histogram(judge_url, fake):
+def test_browser_scoring_run_shows_table_mean_and_histogram(judge_url, fake, open_page):
     """A real headless Chromium: check the server, score the bundled example, screenshot the result."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not __import__("os").path.exists(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.goto(judge_url, wait_until="load")
-            page.get_by_role("tab", name="Judge").click()
-            page.fill("#judge-host input, #judge-host textarea", fake.url)
-            page.click("#judge-check")
-            page.wait_for_function("document.querySelector('#judge-server-status').innerText.includes('Ready')",
-                                   timeout=30_000)
-            page.click("#judge-score")
-            page.wait_for_function("document.querySelector('#judge-progress').innerText.includes('Done')",
-                                   timeout=60_000)
-            page.wait_for_selector("#judge-histogram .js-plotly-plot", timeout=30_000)
-            summary = page.inner_text("#judge-summary")
-            mean = sum(fake_score(e["model_response"]) for e in judge.load_example()) / 110
-            assert f"mean score {mean:.2f} over 110 of 110 items" in summary
-            assert "110 / 110" in page.inner_text("#judge-progress")
-            assert page.locator("#judge-table tbody tr").count() > 0
-            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-            page.locator("#tab-judge").screenshot(path=str(SCREENSHOTS / "judge.png"))
-        finally:
-            browser.close()
+    page = open_page(judge_url, height=1600, timeout_ms=30_000, lab=False)
+    page.get_by_role("tab", name="Judge").click()
+    page.fill("#judge-host input, #judge-host textarea", fake.url)
+    page.click("#judge-check")
+    page.wait_for_function("document.querySelector('#judge-server-status').innerText.includes('Ready')",
+                           timeout=30_000)
+    page.click("#judge-score")
+    page.wait_for_function("document.querySelector('#judge-progress').innerText.includes('Done')",
+                           timeout=60_000)
+    page.wait_for_selector("#judge-histogram .js-plotly-plot", timeout=30_000)
+    summary = page.inner_text("#judge-summary")
+    mean = sum(fake_score(e["model_response"]) for e in judge.load_example()) / 110
+    assert f"mean score {mean:.2f} over 110 of 110 items" in summary
+    assert "110 / 110" in page.inner_text("#judge-progress")
+    assert page.locator("#judge-table tbody tr").count() > 0
+    screenshot(page.locator("#tab-judge"), "judge")

@@ -14,6 +14,7 @@ import pytest
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
+from conftest import screenshot  # noqa: E402
 
 ORDER = ["source", "upload", "mode", "base", "emb_dim", "n_layers", "n_heads", "context", "max_length", "stride",
          "batch_size", "epochs", "max_steps", "lr", "weight_decay", "seed", "eval_every", "prompt", "keep"]
@@ -187,42 +188,26 @@ def test_estimate_measures_this_machine(client):
 
 # --- in a real browser (Debian's chromium through Playwright), with screenshots ----------
 
-CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).parent / "artifacts" / "screenshots"
-ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium")
-def test_browser_lecture_run_then_stop(lab_url):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(lab_url, wait_until="load")
-        page.wait_for_function("(document.querySelector('#lab-status') || {innerText: ''}).innerText"
-                               ".includes('models available')")
-        page.get_by_role("tab", name="Pretrain").click()
-        page.wait_for_function("document.querySelector('#pt-data').innerText.includes('training windows')")
-        assert "4 layers × 128 wide" in page.inner_text("#pt-model")
-        page.fill("#pt-eval-every input", "10")
-        page.press("#pt-eval-every input", "Enter")
-        page.click("#pt-start")
-        # steps 1, 10 and 20 evaluated: three points per line (a wait, not a timing assertion: 2 shared cores)
-        page.wait_for_function("document.querySelectorAll('#pt-samples .pt-sample').length >= 3", timeout=600_000)
-        page.wait_for_selector("#pt-loss-plot canvas, #pt-loss-plot svg")
-        page.wait_for_timeout(800)
-        page.evaluate("document.querySelector('#pt-start').scrollIntoView()")
-        page.screenshot(path=str(SHOTS / "pretrain-running.png"), full_page=False)
-        assert "tokens/s" in page.inner_text("#pt-status")
-        page.click("#pt-stop")
-        page.wait_for_function("document.querySelector('#pt-status').innerText.includes('Stopped after')")
-        page.wait_for_function("document.querySelector('#pt-result').innerText.includes('Validation perplexity')")
-        page.wait_for_function("(document.querySelector('#model-picker input') || {value: ''}).value"
-                               ".includes('pretrained')")
-        page.evaluate("document.querySelector('#pt-start').scrollIntoView()")
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(SHOTS / "pretrain-stopped.png"), full_page=False)
-        browser.close()
+def test_browser_lecture_run_then_stop(lab_url, open_page):
+    page = open_page(lab_url, height=1000)
+    page.get_by_role("tab", name="Pretrain").click()
+    page.wait_for_function("document.querySelector('#pt-data').innerText.includes('training windows')")
+    assert "4 layers × 128 wide" in page.inner_text("#pt-model")
+    page.fill("#pt-eval-every input", "10")
+    page.press("#pt-eval-every input", "Enter")
+    page.click("#pt-start")
+    # steps 1, 10 and 20 evaluated: three points per line (a wait, not a timing assertion: 2 shared cores)
+    page.wait_for_function("document.querySelectorAll('#pt-samples .pt-sample').length >= 3", timeout=600_000)
+    page.wait_for_selector("#pt-loss-plot canvas, #pt-loss-plot svg")
+    page.wait_for_timeout(800)
+    page.evaluate("document.querySelector('#pt-start').scrollIntoView()")
+    screenshot(page, "pretrain-running")
+    assert "tokens/s" in page.inner_text("#pt-status")
+    page.click("#pt-stop")
+    page.wait_for_function("document.querySelector('#pt-status').innerText.includes('Stopped after')")
+    page.wait_for_function("document.querySelector('#pt-result').innerText.includes('Validation perplexity')")
+    page.wait_for_function("(document.querySelector('#model-picker input') || {value: ''}).value"
+                           ".includes('pretrained')")
+    page.evaluate("document.querySelector('#pt-start').scrollIntoView()")
+    page.wait_for_timeout(500)
+    screenshot(page, "pretrain-stopped")
