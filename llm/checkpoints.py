@@ -111,6 +111,7 @@ def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str,
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)  # mkstemp makes files only their owner can read; a checkpoint is a plain file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

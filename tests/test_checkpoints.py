@@ -299,6 +299,8 @@ def test_lab_checkpoint_round_trip(tiny_cfg, tmp_path):
         for k, v in model.state_dict().items():
             assert torch.equal(v, ckpt.model.state_dict()[k]), k
     assert inspect_checkpoint(path).num_parameters == count_parameters(model)
+    assert path.stat().st_mode & 0o777 == 0o644  # readable like any file (a Docker volume, a copy to share)
+    assert [p.name for p in tmp_path.iterdir()] == ["clf.safetensors"]  # no temporary file left
 
 
 def test_lab_checkpoint_of_a_tied_model_round_trips(tmp_path):
