@@ -321,7 +321,8 @@ def build(ctx) -> None:
                      run_state, ctx.session_dir],
                     api_name="finetune_spam", show_progress_on=[status],
                     concurrency_limit=current().training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name="register_spam_classifier")
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],
+        api_name="register_spam_classifier")
     # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, measures the
     # test accuracy and saves the model (a cancelled generator could do neither); it also works
     # from gradio_client, which never triggers `cancels=`.

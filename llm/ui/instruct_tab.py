@@ -363,7 +363,8 @@ def build(ctx) -> None:
                     [status, loss_plot, samples, checkpoint, pending_models, picker, train_state, ctx.session_dir],
                     api_name="finetune_instruct", show_progress_on=[status],
                     concurrency_limit=current().training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models], api_name="register_instruct")
+        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],
+        api_name="register_instruct")
     stop_btn.click(stop_run, [train_state], [status], api_name="stop_finetune_instruct")
     gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
           [note], api_name=False)

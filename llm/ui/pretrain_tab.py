@@ -522,8 +522,8 @@ def build(ctx) -> None:
     model_inputs = [mode, ctx.picker, emb_dim, n_layers, n_heads, context, ctx.session_models]
     gr.on([ctx.demo.load] + [c.change for c in data_inputs], data_preview, data_inputs, [data_md],
           api_name="pretrain_data", show_progress="hidden")
-    gr.on([ctx.demo.load, mode.change, ctx.picker.change, ctx.session_models.change, emb_dim.change, n_layers.change, n_heads.change,
-           context.change], model_preview, model_inputs, [model_md], api_name="pretrain_model",
+    gr.on([ctx.demo.load, mode.change, ctx.picker.change, ctx.session_models.change, emb_dim.change,
+           n_layers.change, n_heads.change, context.change], model_preview, model_inputs, [model_md], api_name="pretrain_model",
           show_progress="hidden")
     mode.change(fill_form, [mode], [max_length, stride, batch_size, lr, weight_decay, epochs, eval_every,
                                     custom_row], api_name=False)
