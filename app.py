@@ -30,7 +30,9 @@ def main(argv=None) -> int:
     from llm.ui.app import build_app, launch_kwargs
 
     demo = build_app()
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+    kwargs = launch_kwargs()  # on a Space: 0.0.0.0:7860; flags win
+    kwargs.update({k: v for k, v in (("server_name", args.host), ("server_port", args.port)) if v is not None})
+    demo.launch(share=args.share, **kwargs)
     return 0
 
 

@@ -41,6 +41,8 @@ from .model import GPTModel
 FORMAT = "llm-scratch-lab/1"
 TASKS = ("lm", "classifier", "instruct")
 EXTRA_PREFIX = "extra/"
+SCALE_PREFIX = "scale/"
+STORAGES = ("fp32", "int8")
 
 #: The Hugging Face Hub repositories of OpenAI's four GPT-2 sizes (all have `model.safetensors`).
 HUB_REPOS = {
@@ -121,11 +123,23 @@ def atomic_save_file(tensors: dict, path: str | os.PathLike, metadata: dict[str,
 
 def save_checkpoint(path, model: GPTModel, task: str = "lm", labels: list[str] | None = None,
                     training: dict | None = None, extra: dict | None = None,
-                    extra_tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Save `model` with everything needed to rebuild it (atomically)."""
+                    extra_tensors: dict[str, torch.Tensor] | None = None, storage: str = "fp32") -> Path:
+    """Save `model` with everything needed to rebuild it (atomically).
+
+    A head tied by the config (`tie_weights`) is stored once (as `tok_emb.weight`). `storage` "int8" keeps every
+    matrix as int8 with one float16 scale per row (under "scale/<name>"), a quarter of the
+    size, for a file that must stay small (the bundled model); it loads back as float32.
+    """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    state = model.state_dict()
+    if model.cfg.tie_weights and model.out_head.weight is model.tok_emb.weight:
+        state.pop("out_head.weight")
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    if storage == "int8":
+        tensors = quantize_rows(tensors)
     for k, v in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + k] = v.detach().contiguous()
     metadata = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), "task": task,
@@ -133,6 +147,34 @@ def save_checkpoint(path, model: GPTModel, task: str = "lm", labels: list[str] |
     if labels is not None:
         metadata["labels"] = json.dumps(list(labels))
     return atomic_save_file(tensors, path, metadata)
+
+
+def quantize_rows(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """int8 storage: each 2-D float tensor becomes round(w / s) with s = max|row| / 127 per row."""
+    out = {}
+    for name, w in tensors.items():
+        if w.is_floating_point() and w.dim() == 2:
+            scale = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).to(torch.float16)
+            out[name] = torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+            out[SCALE_PREFIX + name] = scale
+        else:
+            out[name] = w
+    return out
+
+
+def dequantize_rows(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The float32 tensors of a file written with `storage="int8"` (others pass through)."""
+    scales = {k[len(SCALE_PREFIX):]: v for k, v in tensors.items() if k.startswith(SCALE_PREFIX)}
+    out = {}
+    for name, t in tensors.items():
+        if name.startswith(SCALE_PREFIX):
+            continue
+        if name in scales:
+            if t.dtype != torch.int8 or scales[name].shape != t.shape[:1]:
+                raise CheckpointError(f"{name}: int8 weights and their per-row scales do not match")
+            t = t.float() * scales[name].float()[:, None]
+        out[name] = t
+    return out
 
 
 def read_metadata(path) -> dict:
@@ -161,7 +203,7 @@ def load_checkpoint(path, device="cpu") -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path.name} is damaged or truncated ({e})") from None
     extra_tensors = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
-    state = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
+    state = dequantize_rows({k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)})
     labels = meta["labels"]
     model = _assemble(meta["config"], meta["task"], len(labels) if labels else None, state, path.name)
     return Checkpoint(model.to(device), meta["task"], labels, meta["training"], meta["extra"],
@@ -206,6 +248,7 @@ def _assemble(cfg: GPTConfig, task: str, num_classes: int | None, state: dict[st
     their parameters (no random initialisation, no second copy in memory); small
     ones are built normally and copy them. The global random state is left alone.
     """
+    tied_head = tied_head or (cfg.tie_weights and task != "classifier")
     on_meta = cfg.num_parameters() >= META_MIN_PARAMS
     with torch.random.fork_rng(devices=[]), torch.device("meta" if on_meta else "cpu"):
         model = build_model(cfg, task, num_classes)
@@ -613,7 +656,7 @@ def inspect_checkpoint(path, task: str | None = None, n_heads: int | None = None
     numel = lambda shape: int(torch.Size(shape).numel())  # noqa: E731
     if layout == "lab":
         meta = read_metadata(path)
-        count = sum(numel(s) for k, s in weights.shapes.items() if not k.startswith(EXTRA_PREFIX))
+        count = sum(numel(s) for k, s in weights.shapes.items() if not k.startswith((EXTRA_PREFIX, SCALE_PREFIX)))
         return CheckpointInfo(str(path), layout, meta["config"], meta["task"], meta["labels"],
                               meta["training"], count)
     if layout == "hub":

@@ -29,6 +29,7 @@ class GPTConfig:
     n_layers: int = 12
     drop_rate: float = 0.1
     qkv_bias: bool = False
+    tie_weights: bool = False  # output head shares tok_emb.weight, as GPT-2 does (section 5.5)
 
     def __post_init__(self):
         problems = []
@@ -58,8 +59,9 @@ class GPTConfig:
     def with_(self, **changes) -> "GPTConfig":
         return replace(self, **changes)
 
-    def num_parameters(self, tied_head: bool = False) -> int:
-        """Parameter count of a `GPTModel` with this config (chapter 4.6)."""
+    def num_parameters(self, tied_head: bool | None = None) -> int:
+        """Parameter count of a `GPTModel` with this config (chapter 4.6); a tied head counts once."""
+        tied_head = self.tie_weights if tied_head is None else tied_head
         d, v, L = self.emb_dim, self.vocab_size, self.n_layers
         bias = 3 * d if self.qkv_bias else 0
         attention = 3 * d * d + bias + d * d + d

@@ -24,6 +24,21 @@ class Limits:
     queue_size: int | None      # visitors waiting in the queue before new ones are turned away
     max_new_tokens: int         # generation length
     max_model_parameters: int   # the largest model anyone may load (memory shared by all visitors)
+    max_upload_bytes: int       # the largest file a visitor may upload (LLM_LAB_MAX_UPLOAD_MB overrides)
+
+    @property
+    def upload_bytes(self) -> int:
+        """The upload limit in force: LLM_LAB_MAX_UPLOAD_MB when set (1 MB to 100 GB), else this set's."""
+        raw = os.environ.get("LLM_LAB_MAX_UPLOAD_MB", "").strip()
+        if not raw:
+            return self.max_upload_bytes
+        try:
+            mb = float(raw)
+        except ValueError:
+            raise ValueError(f"LLM_LAB_MAX_UPLOAD_MB must be a number of megabytes (got {raw!r})") from None
+        if not 1 <= mb <= 100_000:
+            raise ValueError(f"LLM_LAB_MAX_UPLOAD_MB must be between 1 and 100000 (got {raw})")
+        return int(mb * 1_000_000)
 
     def describe(self) -> str:
         """One Markdown sentence for the UI."""
@@ -47,10 +62,10 @@ class Limits:
 
 LOCAL = Limits("local", max_train_parameters=800_000_000, max_train_steps=1_000_000,
                max_train_seconds=24 * 3600, training_concurrency=1, queue_size=None, max_new_tokens=1024,
-               max_model_parameters=10**12)
+               max_model_parameters=10**12, max_upload_bytes=8_000_000_000)
 SPACES = Limits("spaces", max_train_parameters=130_000_000, max_train_steps=3_000,
                 max_train_seconds=10 * 60, training_concurrency=1, queue_size=16, max_new_tokens=256,
-                max_model_parameters=400_000_000)
+                max_model_parameters=400_000_000, max_upload_bytes=1_500_000_000)
 
 
 def on_spaces() -> bool:

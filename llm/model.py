@@ -184,6 +184,19 @@ class GPTModel(nn.Module):
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
         self.final_norm = LayerNorm(cfg.emb_dim)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.tie_output_head()
+
+    def tie_output_head(self):
+        """Share the token embedding as the output head (weight tying, section 5.5).
+
+        Tied, the head's logits are dot products with the embeddings, so those start at
+        GPT-2's scale (std 0.02, positions 0.01) instead of nn.Embedding's N(0, 1), which
+        would make the first logits about 20x too large.
+        """
+        nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb.weight, std=0.01)
+        self.out_head.weight = self.tok_emb.weight
 
     def forward(self, in_idx, kv_cache: KVCache | None = None, records: list | None = None,
                 last_only: bool = False):

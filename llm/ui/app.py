@@ -74,7 +74,9 @@ def build_app(tab_modules=None) -> gr.Blocks:
 
 def launch_kwargs() -> dict:
     """Arguments for `demo.launch` that belong to the page (Gradio 6 moved css there) and the limits."""
-    kwargs = {"css": CSS}
-    if current().name == "spaces":  # GPT-2 medium's safetensors is 1.4 GB; larger uploads are refused
-        kwargs["max_file_size"] = "1.5gb"
+    # An int: Gradio's size parser takes whole numbers with a unit only ("1.5gb" fails at launch).
+    # Locally 8 GB admits GPT-2 XL (6.4 GB); a Space's 1.5 GB admits GPT-2 medium (1.4 GB).
+    kwargs = {"css": CSS, "max_file_size": current().upload_bytes}
+    if current().name == "spaces":  # a Space serves on 0.0.0.0:7860 whatever the environment says
+        kwargs.update(server_name="0.0.0.0", server_port=7860)
     return kwargs
