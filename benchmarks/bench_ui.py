@@ -5,7 +5,7 @@ reference: what Gradio alone costs on this machine). The Attention call uses the
 random weights (`gpt2-small-random`) and 64 tokens, timed through `gradio_client` like any API
 user (which adds up to ~0.1 s of 50 ms polling sleeps) and through Gradio's plain REST route.
 Each new text makes the model run again; it runs the blocks up to the layer looked at
-(`llm.inspect.RecordedPass`), so the REST figures also time a new text seen in its last layer
+(`llm.introspect.RecordedPass`), so the REST figures also time a new text seen in its last layer
 (all 12 blocks): the worst case.
 
     python benchmarks/bench_ui.py [--runs 3] [--calls 5]

@@ -87,6 +87,10 @@ PRESETS: dict[str, GPTConfig] = {
     "lab-small": GPTConfig(context_length=128, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.1),
     # Tuned with llm.pretraining.SETTINGS["lecture"]: the head (50257 x emb_dim) is most of the compute.
     "lecture": GPTConfig(context_length=64, emb_dim=128, n_heads=4, n_layers=4, drop_rate=0.0),
+    # The bundled model (SETTINGS["wharton"]): a tied head keeps the file small (stored as int8,
+    # under 10 MB); blocks are cheap next to the 50257-wide head, so it has six of them.
+    "wharton": GPTConfig(context_length=128, emb_dim=128, n_heads=4, n_layers=6, drop_rate=0.0,
+                         tie_weights=True),
 }
 
 GPT2_SIZES = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl")
@@ -100,8 +104,9 @@ def get_config(name: str) -> GPTConfig:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
-MAX_TEXT_BYTES = 5_000_000  # 5 MB: about 1.2 million tokens, far more than a CPU trains on in a lesson
+MAX_TEXT_BYTES = 10_000_000  # 10 MB: about 2.4 million tokens; admits the bundled Wharton corpus (8.2 MB)
 DEFAULT_TEXT = ASSETS_DIR / "the-verdict.txt"
+WHARTON_TEXT = ASSETS_DIR / "wharton-fiction.txt"
 DEFAULT_PROMPT = "Every effort moves you"
 
 
@@ -130,6 +135,8 @@ class PretrainSettings:
     precision: str = "fp32"  # "bf16": autocast on CUDA (llm.training)
     prompt: str = DEFAULT_PROMPT
     sample_tokens: int = 50
+    holdout_every: int | None = None  # validation: every Nth paragraph (None: the last 10% of the text)
+    text: str | None = None  # the text these settings are made for (a file in assets/), if any
     note: str = ""
 
     def with_(self, **changes) -> "PretrainSettings":
@@ -165,6 +172,11 @@ SETTINGS: dict[str, PretrainSettings] = {
         model="book-ch05", context_length=256, stride=256, batch_size=2, lr=4e-4, weight_decay=0.1,
         epochs=10, schedule="constant", grad_clip=None, eval_every=5, eval_batches=5,
         note="the book's section 5.2 run: 124M shape, context 256, batch 2, AdamW lr 4e-4, wd 0.1, 10 epochs"),
+    "wharton": PretrainSettings(
+        model="wharton", context_length=128, stride=128, batch_size=8, lr=2e-3, weight_decay=0.1,
+        epochs=None, max_steps=3000, warmup_fraction=0.02, min_lr=2e-4, eval_every=250, eval_batches=40,
+        holdout_every=20, text=WHARTON_TEXT.name,
+        note="the bundled model: Wharton's fiction, every 20th paragraph held out; see assets/README.md"),
 }
 
 

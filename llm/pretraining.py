@@ -65,8 +65,19 @@ def load_text(source: str | os.PathLike | bytes) -> str:
     return text
 
 
-def split_text(text: str, train_ratio: float = 0.9) -> tuple[str, str]:
-    """The first `train_ratio` of the characters for training, the rest for validation (section 5.1.3)."""
+def split_text(text: str, train_ratio: float = 0.9, holdout_every: int | None = None) -> tuple[str, str]:
+    """The first `train_ratio` of the characters for training, the rest for validation (section 5.1.3).
+
+    `holdout_every=N` holds out every Nth paragraph (blank-line separated) instead, so a corpus
+    of many books validates on all of them rather than on the end of the last one.
+    """
+    if holdout_every is not None:
+        if not 2 <= holdout_every <= 1000:
+            raise ValueError(f"holdout_every must be between 2 and 1000 paragraphs (got {holdout_every})")
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        held = {i for i in range(len(paragraphs)) if i % holdout_every == holdout_every - 1}
+        return ("\n\n".join(p for i, p in enumerate(paragraphs) if i not in held),
+                "\n\n".join(paragraphs[i] for i in sorted(held)))
     if not 0 < train_ratio < 1:
         raise ValueError(f"the training share must be between 0 and 1 (got {train_ratio})")
     split_idx = int(train_ratio * len(text))
@@ -94,7 +105,7 @@ class PretrainData:
 
 
 def make_loaders(text: str, context_length: int, stride: int | None = None, batch_size: int = 2,
-                 seed: int = 123, train_ratio: float = 0.9) -> PretrainData:
+                 seed: int = 123, train_ratio: float = 0.9, holdout_every: int | None = None) -> PretrainData:
     """Split `text` 90/10 and cut both parts into sliding windows (sections 2.6 and 5.1.3).
 
     The training loader shuffles with its own generator seeded with `seed` and drops the
@@ -107,7 +118,7 @@ def make_loaders(text: str, context_length: int, stride: int | None = None, batc
         raise ValueError(f"the stride must be at least 1 token (got {stride})")
     if batch_size < 1:
         raise ValueError(f"the batch size must be at least 1 (got {batch_size})")
-    train_text, val_text = split_text(text, train_ratio)
+    train_text, val_text = split_text(text, train_ratio, holdout_every)
     train_ids, val_ids = text_to_token_ids(train_text), text_to_token_ids(val_text)
     need = context_length + 1
     for part, ids in (("training", train_ids), ("validation", val_ids)):
@@ -207,7 +218,8 @@ def pretrain(text: str, settings: PretrainSettings | str = "lecture", model: GPT
     if settings.context_length > model.cfg.context_length:
         raise ValueError(f"a context of {settings.context_length} tokens is beyond the model's context "
                          f"length of {model.cfg.context_length}")
-    data = make_loaders(text, settings.context_length, settings.stride, settings.batch_size, settings.seed)
+    data = make_loaders(text, settings.context_length, settings.stride, settings.batch_size, settings.seed,
+                        holdout_every=settings.holdout_every)
     run = train(model, data.train_loader, data.val_loader, lm_loss, settings.train_config(),
                 sample=sampler(settings.prompt, settings.sample_tokens), resume=checkpoint)
     return Pretraining(run, model, data, settings)

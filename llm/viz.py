@@ -1,7 +1,7 @@
 """Pictures for the lab: plotly figures and small HTML renderings (no Gradio here).
 
 Every function takes plain data (lists, NumPy arrays, the dataclasses of
-`llm.inspect` and `llm.generation`) and returns a `plotly.graph_objects.Figure` or
+`llm.introspect` and `llm.generation`) and returns a `plotly.graph_objects.Figure` or
 an HTML string, so the CLI, notebooks and tests can use them too.
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def gpt2_chips(pieces) -> list[str]:
 
 
 def simple_chips(tokens) -> list[str]:
-    """Chips for the book's SimpleTokenizerV2 tokens (`llm.inspect.SimpleToken`); unknown words in red."""
+    """Chips for the book's SimpleTokenizerV2 tokens (`llm.introspect.SimpleToken`); unknown words in red."""
     out = []
     for n, t in enumerate(tokens):
         if t.unknown:
@@ -303,7 +303,7 @@ def next_token_bars(choices, title: str = "Next-token distribution") -> go.Figur
 def logit_lens_heatmap(rows, tokens: list[str], pieces_of, title: str) -> go.Figure:
     """Blocks down, positions across: colour = probability of the top token, text = that token.
 
-    `rows` are `llm.inspect.LensRow`s; `pieces_of(ids)` turns token ids into text pieces.
+    `rows` are `llm.introspect.LensRow`s; `pieces_of(ids)` turns token ids into text pieces.
     """
     z = np.array([[probs[0] for probs in row.top_probs] for row in rows])
     text = [[visible_whitespace(pieces_of([ids[0]])[0]) for ids in row.top_ids] for row in rows]

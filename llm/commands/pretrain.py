@@ -23,9 +23,11 @@ HELP = "pretrain a GPT on a text file (chapter 5): progress bar, loss curve (CSV
 
 def add_arguments(parser):
     from llm.pretraining import DEFAULT_PROMPT, DEFAULT_TEXT, SETTINGS
-    parser.add_argument("--text", default=str(DEFAULT_TEXT), help="UTF-8 text file (default: the-verdict)")
+    parser.add_argument("--text", default=None, help=f"UTF-8 text file (default: the preset's own text, "
+                                                     f"else {DEFAULT_TEXT.name})")
     parser.add_argument("--preset", default="lecture", choices=sorted(SETTINGS),
-                        help="settings: 'lecture' (about a minute) or 'book-ch05' (the book's 124M run)")
+                        help="settings: 'lecture' (about a minute), 'book-ch05' (the book's 124M run) or "
+                             "'wharton' (the bundled model: Wharton's fiction, about an hour)")
     parser.add_argument("--model", default=None, help="model shape preset instead of the settings' own "
                                                        "(e.g. lab-tiny, lab-small, gpt2-small)")
     parser.add_argument("--epochs", type=int)
@@ -35,6 +37,8 @@ def add_arguments(parser):
     parser.add_argument("--context", type=int, help="window length (max_length) in tokens")
     parser.add_argument("--stride", type=int, help="window stride (default: the context)")
     parser.add_argument("--eval-every", type=int, help="evaluate every N steps")
+    parser.add_argument("--eval-batches", type=int,
+                        help="batches per evaluation (default: the preset's; 0: the whole loaders)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (gradient accumulation)")
     parser.add_argument("--precision", choices=("fp32", "bf16"),
@@ -87,13 +91,19 @@ def train_command(args) -> int:
 
     from llm import distributed
     from llm.paths import checkpoints_dir
-    from llm.pretraining import eval_forwards, estimate_seconds, get_settings, load_text, perplexity, pretrain
+    from llm.paths import ASSETS_DIR
+    from llm.pretraining import (DEFAULT_TEXT, eval_forwards, estimate_seconds, get_settings, load_text,
+                                 perplexity, pretrain)
 
+    settings = get_settings(args.preset)
+    if args.text is None:
+        args.text = str(ASSETS_DIR / settings.text) if settings.text else str(DEFAULT_TEXT)
     text = load_text(args.text)
     overrides = dict(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
                      context_length=args.context, stride=args.stride or args.context, eval_every=args.eval_every,
                      seed=args.seed, prompt=args.prompt, grad_accum=args.grad_accum, precision=args.precision)
-    settings = get_settings(args.preset)
+    if args.eval_batches is not None:
+        settings = replace(settings, eval_batches=args.eval_batches or None)
     if args.model:
         settings = replace(settings, model=args.model)
     if args.max_steps and not args.epochs:  # --max-steps alone decides the length of the run

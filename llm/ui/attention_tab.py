@@ -44,7 +44,7 @@ def _records(choice, model, ids, layer: int | None = None):
     One `RecordedPass` per input, shared by the Attention and Logit lens requests of a click and
     reused while the layer/head knobs move: each block runs once, and only when first needed.
     """
-    from llm.inspect import RecordedPass
+    from llm.introspect import RecordedPass
 
     key = (choice, tuple(ids))
     with _cache_lock:
@@ -69,7 +69,7 @@ def _check_layer_head(model, layer, head):
 
 def attention(choice, text, layer, head, view, session_models=None):
     """Attention weights of `text` for one head, all heads of a layer or their mean, and section 3.6's steps."""
-    from llm.inspect import attention_steps
+    from llm.introspect import attention_steps
     from llm.tokenizer import token_pieces
 
     model = get_model(choice, session_models).model
@@ -101,7 +101,7 @@ def attention(choice, text, layer, head, view, session_models=None):
 
 def logit_lens(choice, text, session_models=None):
     """Top next-token guesses after every block, for the last positions of `text`."""
-    from llm.inspect import logit_lens as lens
+    from llm.introspect import logit_lens as lens
     from llm.tokenizer import token_ids_to_text, token_pieces
 
     ckpt = get_model(choice, session_models)

@@ -34,7 +34,7 @@ def embeddings(choice, text, words, session_models=None):
     """Heatmaps of token/positional/input embeddings and a PCA map of the text's tokens and a word list."""
     import numpy as np
 
-    from llm.inspect import embedding_views, pca_2d
+    from llm.introspect import embedding_views, pca_2d
     from llm.tokenizer import text_to_token_ids, token_pieces
 
     model = get_model(choice, session_models).model
@@ -62,7 +62,7 @@ def embeddings(choice, text, words, session_models=None):
 
 def neighbours(choice, word, k, session_models=None):
     """The k tokens nearest to `word`'s first token by cosine similarity of their embeddings."""
-    from llm.inspect import nearest_neighbours
+    from llm.introspect import nearest_neighbours
     from llm.tokenizer import text_to_token_ids, token_pieces
 
     word, notices = clean_text(word, limit=200, what="word")

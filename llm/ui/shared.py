@@ -218,7 +218,7 @@ def clean_text(text: str | None, limit: int = MAX_TEXT_CHARS, what: str = "text"
 
     Raises `gr.Error` for empty text. Tabs show the notices (and may `gr.Warning` them).
     """
-    from llm.inspect import sanitize_text
+    from llm.introspect import sanitize_text
 
     try:
         return sanitize_text(text, limit=limit, what=what)

@@ -38,7 +38,7 @@ token. `stride` is how far the window moves: stride = max_length gives windows t
 
 def tokenize(text: str):
     """Tokenize `text` with GPT-2 BPE, the book's simple tokenizer and characters."""
-    from llm.inspect import simple_tokens
+    from llm.introspect import simple_tokens
     from llm.tokenizer import text_to_token_ids
 
     text, notices = clean_text(text)
@@ -80,7 +80,7 @@ def _multi_token_characters(text: str, ids: list[int]) -> list[tuple[str, int]]:
 
 def sliding_window(text: str, max_length: int, stride: int):
     """The input/target pairs `GPTDatasetV1` makes from `text` (first 20 shown)."""
-    from llm.inspect import sliding_windows
+    from llm.introspect import sliding_windows
     from llm.tokenizer import text_to_token_ids
 
     text, notices = clean_text(text)

@@ -1,9 +1,9 @@
-"""llm.inspect: the numbers behind the Tokenize, Embeddings and Attention tabs."""
+"""llm.introspect: the numbers behind the Tokenize, Embeddings and Attention tabs."""
 import numpy as np
 import pytest
 import torch
 
-from llm.inspect import (RecordedPass, attention_maps, attention_records, attention_steps, embedding_views, logit_lens,
+from llm.introspect import (RecordedPass, attention_maps, attention_records, attention_steps, embedding_views, logit_lens,
                          nearest_neighbours, pca_2d, sanitize_text, simple_tokens, sliding_windows)
 from llm.model import GPTModel
 from llm.tokenizer import text_to_token_ids
