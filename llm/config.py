@@ -137,6 +137,7 @@ class PretrainSettings:
     sample_tokens: int = 50
     holdout_every: int | None = None  # validation: every Nth paragraph (None: the last 10% of the text)
     text: str | None = None  # the text these settings are made for (a file in assets/), if any
+    storage: str = "fp32"  # weights of the finished (not resumable) checkpoint: "fp32" or "int8"
     note: str = ""
 
     def with_(self, **changes) -> "PretrainSettings":
@@ -174,8 +175,8 @@ SETTINGS: dict[str, PretrainSettings] = {
         note="the book's section 5.2 run: 124M shape, context 256, batch 2, AdamW lr 4e-4, wd 0.1, 10 epochs"),
     "wharton": PretrainSettings(
         model="wharton", context_length=128, stride=128, batch_size=8, lr=2e-3, weight_decay=0.1,
-        epochs=None, max_steps=3000, warmup_fraction=0.02, min_lr=2e-4, eval_every=250, eval_batches=40,
-        holdout_every=20, text=WHARTON_TEXT.name,
+        epochs=None, max_steps=4500, warmup_fraction=0.02, min_lr=2e-4, eval_every=500, eval_batches=30,
+        holdout_every=20, text=WHARTON_TEXT.name, storage="int8",
         note="the bundled model: Wharton's fiction, every 20th paragraph held out; see assets/README.md"),
 }
 

@@ -192,7 +192,7 @@ class Pretraining:
         facts = {"pretrain": asdict(self.settings), "train_tokens": self.data.train_tokens}
         if text_name:
             facts["text"] = text_name
-        return self.run.save(path, task="lm", training=facts, resumable=resumable)
+        return self.run.save(path, task="lm", training=facts, resumable=resumable, storage=self.settings.storage)
 
 
 def pretrain(text: str, settings: PretrainSettings | str = "lecture", model: GPTModel | None = None,
