@@ -31,7 +31,7 @@ from .checkpoints import (HUB_REPOS, Checkpoint, CheckpointError, cached_gpt2_pa
 from . import limits
 from .config import GPT2_SIZES, PRESETS, GPTConfig
 from .model import GPTModel
-from .paths import checkpoints_dir
+from .paths import BUNDLED_KEY, BUNDLED_MODEL, checkpoints_dir
 
 __all__ = ["ModelEntry", "list_models", "load_model", "describe", "hub_status", "clear_cache",
            "cached_keys", "random_presets", "PRESET_SEED"]
@@ -73,8 +73,30 @@ def random_presets() -> dict[str, GPTConfig]:
 def _preset_entries() -> list[ModelEntry]:
     shown = [name for name in PRESETS if name not in GPT2_SIZES] + ["gpt2-small" + RANDOM_SUFFIX]
     configs = random_presets()
-    return [ModelEntry(name, f"{name} (random init, untrained, {_short_count(configs[name].num_parameters())} "
-                             f"params)", "preset", "lm", True) for name in shown]
+    return [ModelEntry(name, f"{name} (random init, untrained: a starting point for training from scratch, "
+                             f"{_short_count(configs[name].num_parameters())} params)", "preset", "lm", True)
+            for name in shown]
+
+
+def _bundled_entries() -> list[ModelEntry]:
+    """The lab-trained Wharton GPT that ships in assets/models, labelled with its corpus and losses."""
+    if not BUNDLED_MODEL.is_file():
+        return []
+    task, summary, error = _peek(BUNDLED_MODEL)
+    facts = _bundled_facts()
+    val = facts.get("final_metrics", {}).get("val_loss")
+    trained = (f"trained by the lab on {facts.get('text', 'Edith Wharton')}"
+               + (f", held-out loss {val:.2f}" if isinstance(val, (int, float)) else ""))
+    return [ModelEntry(BUNDLED_KEY, f"{BUNDLED_KEY} ({trained}; {summary})", "bundled", task, not error, error,
+                       str(BUNDLED_MODEL))]
+
+
+def _bundled_facts() -> dict:
+    """The bundled checkpoint's training facts (corpus, steps, losses); {} when unreadable."""
+    try:
+        return inspect_checkpoint(BUNDLED_MODEL).training
+    except CheckpointError:
+        return {}
 
 
 def _too_large(size: str) -> str:
@@ -158,7 +180,7 @@ def list_models(extra_paths=()) -> list[ModelEntry]:
     pairs with kind "session" or "upload". Reads file headers only, no weights.
     """
     root = checkpoints_dir()
-    entries = _preset_entries() + _gpt2_entries()
+    entries = _bundled_entries() + _gpt2_entries() + _preset_entries()
     entries += [_file_entry(p, "local", root.resolve()) for p in _local_files()]
     for item in extra_paths:
         path, kind = (item, "session") if isinstance(item, (str, os.PathLike)) else item
@@ -199,6 +221,11 @@ def _resolve(key_or_path, download: bool):
     """(cache key, loader) for a preset, a GPT-2 size or a file."""
     key = str(key_or_path).strip()
     presets = random_presets()
+    if key == BUNDLED_KEY:
+        if not BUNDLED_MODEL.is_file():
+            raise CheckpointError(f"the bundled model is missing ({BUNDLED_MODEL}); rebuild it with "
+                                  "`python -m llm pretrain --preset wharton --out assets/models/wharton-gpt.safetensors`")
+        key = str(BUNDLED_MODEL)
     if key in presets:
         return ("preset", key), lambda: _load_preset(key, presets[key])
     if key in GPT2_SIZES or key in HUB_REPOS.values():

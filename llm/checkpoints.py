@@ -703,13 +703,9 @@ def hub_offline() -> bool:
 
 def cached_gpt2_path(size: str) -> Path | None:
     """The GPT-2 file if it is on this machine (Hugging Face cache, or placed by hand); no network."""
-    from huggingface_hub import try_to_load_from_cache
+    from .paths import cached_hub_file
     size = gpt2_size(size)
-    found = try_to_load_from_cache(HUB_REPOS[size], HUB_FILENAME)
-    if isinstance(found, str) and os.path.isfile(found):
-        return Path(found)
-    manual = manual_gpt2_path(size)
-    return manual if manual.is_file() else None
+    return cached_hub_file(HUB_REPOS[size], HUB_FILENAME, manual_gpt2_path(size))
 
 
 def _by_hand(size: str) -> str:

@@ -45,11 +45,12 @@ from pathlib import Path
 import gradio as gr
 
 from llm.config import GPT2_SIZES, PRESETS
+from llm.paths import BUNDLED_KEY, BUNDLED_MODEL, default_model_key
 
 #: How long a session's list of models lives on the server after its last use (seconds).
 SESSION_TTL_S = 3 * 3600
-#: The model picked when the page opens.
-DEFAULT_MODEL = "lab-tiny"
+#: The model picked when the page opens: GPT-2 small where cached, else the bundled Wharton GPT.
+DEFAULT_MODEL = default_model_key()
 #: Text longer than this is cut before tokenizing, with a notice (chars).
 MAX_TEXT_CHARS = 20_000
 CHECKPOINT_TYPES = [".safetensors", ".pth"]
@@ -127,7 +128,9 @@ def _catalog():
 
 def _startup_choices() -> list[tuple[str, str]]:
     """Choices known without importing torch; the page replaces them with the catalog's on load."""
-    choices = [(f"{name} (random init, untrained)", name) for name in PRESETS if name not in GPT2_SIZES]
+    choices = [(f"{BUNDLED_KEY} (trained by the lab on Edith Wharton's fiction)", BUNDLED_KEY)] \
+        if BUNDLED_MODEL.is_file() else []
+    choices += [(f"{name} (random init, untrained)", name) for name in PRESETS if name not in GPT2_SIZES]
     choices.append(("gpt2-small-random (random init, untrained)", "gpt2-small-random"))
     choices += [(f"{name} (OpenAI GPT-2)", name) for name in GPT2_SIZES]
     return choices
@@ -276,7 +279,7 @@ class LabContext:
             with gr.Column(scale=3):
                 self.picker = gr.Dropdown(
                     choices=_startup_choices(), value=DEFAULT_MODEL, label="Model (shared by the tabs)",
-                    info="Presets have random weights; GPT-2 sizes are OpenAI's pretrained weights.",
+                    info="wharton-gpt is trained (bundled); GPT-2 sizes are OpenAI's weights; presets are random, to train.",
                     elem_id="model-picker")
                 self.model_info = gr.Markdown(elem_id="model-info")
             self.upload = gr.File(label="Upload a checkpoint (.safetensors or the book's .pth)",
