@@ -196,6 +196,28 @@ def attention_maps(model: GPTModel, token_ids) -> np.ndarray:
     return np.stack([rec["attn_weights"].numpy() for rec in attention_records(model, token_ids)])
 
 
+@dataclass(frozen=True)
+class HeadPattern:
+    layer: int
+    head: int
+    previous_token: float  # mean attention weight on position i-1, over positions 1..n-1
+
+
+def previous_token_heads(maps: np.ndarray, threshold: float = 0.5) -> list[HeadPattern]:
+    """Heads that mostly look one token back (the "previous-token heads" of trained GPTs).
+
+    `maps` is `attention_maps(...)` (layers, heads, tokens, tokens); a head qualifies when
+    its mean weight on position i-1 reaches `threshold`. Strongest first. A random model
+    has none: its causal weights are spread evenly over all earlier tokens.
+    """
+    n = maps.shape[-1]
+    if n < 2:
+        return []
+    diagonal = maps[:, :, np.arange(1, n), np.arange(n - 1)].mean(axis=-1)  # (layers, heads)
+    found = [HeadPattern(int(l), int(h), float(diagonal[l, h])) for l, h in zip(*np.nonzero(diagonal >= threshold))]
+    return sorted(found, key=lambda p: -p.previous_token)
+
+
 def attention_steps(records: list[dict], layer: int, head: int, max_tokens: int = 16) -> dict[str, np.ndarray]:
     """Section 3.6 for one head, on the first `max_tokens` tokens: Q, K, QKᵀ, /√d_k, masked, softmax, ×V.
 

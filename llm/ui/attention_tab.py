@@ -95,8 +95,26 @@ def attention(choice, text, layer, head, view, session_models=None):
                "weights": [[round(float(w), 5) for w in row] for row in weights[head]]}
     status = "\n\n".join(filter(None, [random_weights_note(choice, session_models), notices_md(notices),
                                        f"{len(ids)} tokens · {model.cfg.n_layers} layers × {model.cfg.n_heads} "
-                                       f"heads · d_k = {model.cfg.head_dim}"]))
+                                       f"heads · d_k = {model.cfg.head_dim}",
+                                       _previous_token_note(choice, model, ids)]))
     return status, figure, steps_figure, numbers
+
+
+def _previous_token_note(choice, model, ids) -> str:
+    """Name the heads that look one token back on this text (a trained model has some; random, none)."""
+    import numpy as np
+
+    from llm.introspect import previous_token_heads
+
+    if len(ids) < 3:
+        return ""
+    maps = np.stack([r["attn_weights"].numpy() for r in _records(choice, model, ids)])
+    heads = previous_token_heads(maps)
+    if not heads:
+        return "No **previous-token head** on this text (none puts half its weight on the token just before)."
+    shown = ", ".join(f"layer {h.layer} head {h.head} ({h.previous_token:.0%})" for h in heads[:6])
+    return (f"**Previous-token heads** (mean weight on the token just before): {shown}. "
+            "Pick one above: its map is a bright line just below the diagonal.")
 
 
 def logit_lens(choice, text, session_models=None):
