@@ -44,23 +44,23 @@ def text_loss(model, text: str, batch_size: int = 8, max_windows: int | None = N
     return calc_loss_loader(loader, model)
 
 
-@lru_cache(maxsize=1)
-def known_words() -> frozenset[str]:
-    """Lower-cased words of the bundled English texts (about 40,000)."""
+@lru_cache(maxsize=4)
+def known_words(names: tuple[str, ...] = VOCABULARY_TEXTS) -> frozenset[str]:
+    """Lower-cased words of bundled English texts (`names` in assets/; about 40,000 for the default)."""
     words = set()
-    for name in VOCABULARY_TEXTS:
+    for name in names:
         path = ASSETS_DIR / name
         if path.is_file():
             words.update(w.lower() for w in WORD.findall(path.read_text(encoding="utf-8")))
     return frozenset(words)
 
 
-def english_share(text: str) -> float:
-    """Share of the words of `text` that occur in the bundled English texts (1.0 for no words)."""
+def english_share(text: str, names: tuple[str, ...] = VOCABULARY_TEXTS) -> float:
+    """Share of the words of `text` that occur in the bundled English texts `names` (0.0 for no words)."""
     words = [w.lower() for w in WORD.findall(text)]
     if not words:
         return 0.0
-    vocabulary = known_words()
+    vocabulary = known_words(names)
     return sum(w in vocabulary for w in words) / len(words)
 
 
