@@ -26,8 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm.config import get_config  # noqa: E402
-from llm.instruct import (BOOK_BATCH_SIZE, book_splits, finetune_instruct, generate_responses,  # noqa: E402
-                          instruct_train_config)
+from llm.instruct import BOOK_BATCH_SIZE, book_splits, finetune_instruct, generate_responses  # noqa: E402
 from llm.model import GPTModel  # noqa: E402
 
 
@@ -36,8 +35,8 @@ def time_steps(cfg_name: str, steps: int, splits) -> dict:
     cfg = get_config(cfg_name)
     torch.manual_seed(123)
     model = GPTModel(cfg)
-    config = instruct_train_config(epochs=None, max_steps=steps + 1, eval_every=10**9, eval_batches=1)
-    run = finetune_instruct(model, splits.train, splits.val[:8], config, BOOK_BATCH_SIZE)
+    run = finetune_instruct(model, splits.train, splits.val[:8], epochs=None, max_steps=steps + 1, eval_every=10**9,
+                            eval_batches=1, batch_size=BOOK_BATCH_SIZE)
     # The final evaluation (after the last step) is not part of a step: time step events only.
     times, last, tokens = [], time.perf_counter(), []
     for event in run:

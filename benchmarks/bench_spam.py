@@ -50,7 +50,7 @@ def run(base, label: str, out_dir: Path, **settings) -> dict:
         if event.kind == "epoch":
             epochs.append({"epoch": event.epoch, "elapsed_s": round(event.elapsed, 1), **event.metrics})
             print(f"[{label}] epoch {event.epoch}: {event.metrics} ({event.elapsed:.0f} s)", file=sys.stderr)
-    r = job.result
+    r = job.finish()
     return {"run": label, "wall_s": round(time.perf_counter() - start, 1), "train_s": r.wall_s,
             "steps": r.steps, "train_acc": round(r.train_acc, 4), "val_acc": round(r.val_acc, 4),
             "test_acc": round(r.test_acc, 4), "confusion_test": r.confusion, "per_epoch": epochs,

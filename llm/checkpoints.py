@@ -37,6 +37,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import GPT2_SIZES, PRESETS, GPTConfig
 from .model import GPTModel
+from .spam_data import SPAM_LABELS  # the book's chapter-6 labels (0 = not spam, 1 = spam)
 
 FORMAT = "llm-scratch-lab/1"
 TASKS = ("lm", "classifier", "instruct")
@@ -54,8 +55,6 @@ HUB_REPOS = {
 HUB_FILENAME = "model.safetensors"
 #: Attention heads of the GPT-2 sizes by embedding width: what a state dict cannot tell.
 GPT2_HEADS = {PRESETS[s].emb_dim: PRESETS[s].n_heads for s in GPT2_SIZES}
-#: Label names of the book's chapter-6 spam classifier (0 = not spam, 1 = spam).
-SPAM_LABELS = ["ham", "spam"]
 
 
 class CheckpointError(ValueError):
@@ -586,7 +585,7 @@ def _book_task(shapes: dict, cfg: GPTConfig, path: Path, task: str | None,
         if task not in (None, "classifier"):
             raise CheckpointError(f"{path.name} has a {rows}-class output head, so it is a classifier, "
                                   f"not task {task!r}")
-        labels = list(labels) if labels else (SPAM_LABELS if rows == 2 else [f"class {i}" for i in range(rows)])
+        labels = list(labels) if labels else (list(SPAM_LABELS) if rows == 2 else [f"class {i}" for i in range(rows)])
         if len(labels) != rows:
             raise CheckpointError(f"{path.name} has {rows} classes but {len(labels)} labels were given")
         return "classifier", rows, labels

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from . import distributed
-from .checkpoints import Checkpoint, CheckpointError
-from .data import SPAM_LABELS
+from .checkpoints import Checkpoint, CheckpointError, count_parameters
+from .jobs import TrainingJob
 from .lora import replace_linear_with_lora
+from .recipes import POLICIES, SPAM_BOOK, SpamSettings  # noqa: F401  (POLICIES re-exported)
+from .spam_data import SPAM_LABELS, create_spam_dataloaders
+from .training import preserved_rng
 from .model import GPTModel
 from .tokenizer import ENDOFTEXT_ID, text_to_token_ids, token_pieces
 
-#: Which parameters train (section 6.5 and appendix E).
-POLICIES = ("last-block", "head", "last-k", "all", "lora")
 #: The book's pad length for its spam classifier (the longest training message, section 6.3).
 BOOK_MAX_LENGTH = 120
 
@@ -69,10 +70,6 @@ def set_trainable(model: GPTModel, policy: str = "last-block", k: int = 1, rank:
 
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # --- Sections 6.6-6.7: loss and accuracy from the last token -------------------------
@@ -248,22 +245,34 @@ def predict(model: GPTModel, text: str, max_length: int | None = None, labels=SP
 @dataclass
 class OcclusionToken:
     piece: str  # the token's text
-    delta: float  # P(target) with the token minus P(target) without it
+    delta: float  # P(target) with the token minus P(target) with it replaced by the neutral pad token
 
 
-def explain_occlusion(model: GPTModel, text: str, max_length: int | None = None, target: int = 1,
-                      batch_size: int = 64) -> tuple[float, list[OcclusionToken]]:
-    """How much each token raises the probability of class `target`: remove it and look again.
+@dataclass
+class Explanation:
+    """Each token's signed contribution to the probability of the `target` class (the predicted one)."""
 
-    Returns the probability for the whole message and one `OcclusionToken` per token
-    read; all the one-token-shorter variants run as batches.
+    target: int  # class index explained
+    prob: float  # P(target) for the whole message
+    tokens: list  # OcclusionToken per token read
+
+
+def explain_occlusion(model: GPTModel, text: str, max_length: int | None = None, target: int | None = None,
+                      batch_size: int = 64) -> Explanation:
+    """How much each token supports class `target` (default: the predicted class): occlude it and look again.
+
+    Each token in turn is replaced by `<|endoftext|>`, the neutral token the messages are padded with in
+    training (section 6.3), so the message keeps its length and every other token its position; a
+    token's delta is P(target) with it minus P(target) with it occluded. Positive: the token supports
+    the verdict; negative: it argues against it. All variants run as batches.
     """
     ids, _ = encode_message(text, max_length, model.cfg.context_length)
-    variants = [ids] + [ids[:i] + ids[i + 1:] or [ENDOFTEXT_ID] for i in range(len(ids))]
-    probs = _class_probs(model, variants, max_length, batch_size)[:, target]
-    full = float(probs[0])
-    return full, [OcclusionToken(piece.text, full - float(p))
-                  for piece, p in zip(token_pieces(ids), probs[1:])]
+    variants = [ids] + [ids[:i] + [ENDOFTEXT_ID] + ids[i + 1:] for i in range(len(ids))]
+    probs = _class_probs(model, variants, max_length, batch_size)
+    target = int(probs[0].argmax()) if target is None else target
+    full = float(probs[0, target])
+    return Explanation(target, full, [OcclusionToken(piece.text, full - float(p))
+                                      for piece, p in zip(token_pieces(ids), probs[1:, target])])
 
 
 # --- Messages from a file ------------------------------------------------------------
@@ -314,156 +323,99 @@ def read_messages_file(source, filename: str = "") -> MessageTable:
 
 # --- Section 6.7: fine-tuning with the one training loop -----------------------------
 
-@dataclass
-class FinetuneResult:
-    """What a finished (or stopped) spam fine-tuning run produced."""
+class SpamFinetune(TrainingJob):
+    """A spam fine-tuning job (section 6.7), in the one job shape of `llm.jobs`.
 
-    path: Path
-    train_acc: float
-    val_acc: float
-    test_acc: float
-    confusion: list[list[int]]  # counts[true][predicted] on the test set
-    labels: tuple[str, ...]
-    steps: int
-    wall_s: float
-    stopped: bool
-    training: dict
-
-
-def _quietly(loader, fn):
-    """Run fn() and put the loader's shuffle generator and torch's RNG back as they were.
-
-    Computing accuracy on the (shuffled) training loader would otherwise change the
-    order of the batches that follow, and with it the training run.
-    """
-    gen = getattr(loader, "generator", None)
-    saved = (torch.get_rng_state(), gen.get_state() if gen is not None else None)
-    try:
-        return fn()
-    finally:
-        torch.set_rng_state(saved[0])
-        if gen is not None:
-            gen.set_state(saved[1])
-
-
-class SpamFinetune:
-    """A spam fine-tuning run (section 6.7): iterate it for `TrainEvent`s.
-
-    It yields the training loop's "step" and "eval" events (train_loss, val_loss),
-    an "epoch" event at the end of every epoch with the book's train/val accuracy
-    over `eval_iter` batches, and a final "done" event whose metrics hold the
-    full-set accuracies; by then `result` holds the saved checkpoint and the
-    confusion matrix. Stopping early = stop iterating, then call `finish()` to
-    measure and save what was trained so far.
+    Events: the loop's "step" and "eval" (train_loss, val_loss over `eval_batches` batches), and an
+    "epoch" event at the end of every epoch with the book's train/val accuracy over as many
+    batches. `finish(path)` measures train/val/test accuracy on the whole sets (and the test
+    confusion matrix), merges LoRA adapters and saves a "classifier" checkpoint.
     """
 
-    def __init__(self, base, policy: str = "last-block", k: int = 2, rank: int = 16, alpha: float = 16,
-                 balanced: bool = True, epochs: int = 5, lr: float = 5e-5, weight_decay: float = 0.1,
-                 batch_size: int = 8, eval_every: int = 50, eval_iter: int = 5, seed: int = 123,
-                 max_steps: int | None = None, schedule: str = "constant", warmup_steps: int = 0,
-                 grad_clip: float | None = None, out=None, device: str = "cpu", grad_accum: int = 1,
-                 precision: str = "fp32"):
-        from .training import TrainConfig, train
+    task = "classifier"
+    labels = SPAM_LABELS
 
-        self.config = TrainConfig(lr=lr, weight_decay=weight_decay, epochs=epochs, max_steps=max_steps,
-                                  warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,
-                                  eval_every=eval_every, eval_batches=eval_iter, seed=seed,
-                                  grad_accum=grad_accum, precision=precision).validate()
+    def __init__(self, base, settings: SpamSettings, out=None, device: str = "cpu"):
+        from .training import train
+
+        settings.validate()
         ckpt, self.base_name = _load_base(base)
         model = ckpt.model.to(device)
-        torch.manual_seed(seed)
+        config = settings.train
+        torch.manual_seed(config.seed)
         if not (ckpt.task == "classifier" and model.out_head.out_features == len(SPAM_LABELS)):
             add_classification_head(model, len(SPAM_LABELS))
-        set_trainable(model, policy, k=k, rank=rank, alpha=alpha)
-        self.model, self.labels, self.eval_iter = model, SPAM_LABELS, eval_iter
-        from .data import create_spam_dataloaders
-
-        self.loaders = create_spam_dataloaders(model.cfg.context_length, balanced, batch_size, seed)
-        self.out = _output_path(out, self.base_name, policy)
-        self.training = {
-            "base": self.base_name, "policy": policy, "k": k if policy == "last-k" else None,
-            "rank": rank if policy == "lora" else None, "alpha": alpha if policy == "lora" else None,
-            "data": "balanced" if balanced else "full", "epochs": epochs, "lr": lr,
-            "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed, "schedule": schedule,
+        if settings.drop_rate is not None:
+            for module in model.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = settings.drop_rate
+        set_trainable(model, settings.policy, k=settings.k, rank=settings.rank, alpha=settings.alpha)
+        self.model, self.settings, self.config = model, settings, config
+        self.loaders = create_spam_dataloaders(model.cfg.context_length, settings.balanced, settings.batch_size,
+                                               config.seed)
+        self.out = _output_path(out, self.base_name, settings.policy)
+        policy = settings.policy
+        self.facts = self.training = {
+            "base": self.base_name, "policy": policy, "k": settings.k if policy == "last-k" else None,
+            "rank": settings.rank if policy == "lora" else None,
+            "alpha": settings.alpha if policy == "lora" else None,
+            "data": "balanced" if settings.balanced else "full", "batch_size": settings.batch_size,
+            "weight_decay": config.weight_decay, "schedule": config.schedule, "drop_rate": settings.drop_rate,
             "max_length": self.loaders.max_length, "num_truncated": self.loaders.num_truncated,
             "sizes": {name: len(loader.dataset) for name, loader in
                       (("train", self.loaders.train_loader), ("val", self.loaders.val_loader),
                        ("test", self.loaders.test_loader))},
             "trainable": count_trainable(model), "parameters": count_parameters(model)}
-        self.run = train(model, self.loaders.train_loader, self.loaders.val_loader, classification_loss,
-                         self.config)
-        self.result: FinetuneResult | None = None
-        self.last_event = None
-        self._events = self._loop()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        return next(self._events)
+        self.run = train(model, self.loaders.train_loader, self.loaders.val_loader, classification_loss, config)
+        self._start(settings.batch_size, self.loaders.max_length, logit_positions=1)
 
     def accuracy(self, loader, num_batches=None) -> float:
         """Accuracy on (this rank's share of) `loader`; under torchrun the mean over the ranks."""
-        acc = _quietly(loader, lambda: calc_accuracy_loader(loader, self.model, num_batches=num_batches))
+        with preserved_rng(loader):
+            acc = calc_accuracy_loader(loader, self.model, num_batches=num_batches)
         return distributed.all_reduce_mean([acc])[0] if distributed.is_distributed() else acc
 
-    def _loop(self):
-        from dataclasses import replace
-
+    def events(self):
         steps_per_epoch = self.run.steps_per_epoch
         for event in self.run:
-            if event.kind == "done":
-                break
-            self.last_event = event
             yield event
             if event.kind == "step" and event.step % steps_per_epoch == 0:
+                n = self.config.eval_batches
                 train_loader, val_loader = self.run.train_loader, self.run.val_loader  # the shares under torchrun
-                metrics = {"train_acc": self.accuracy(train_loader, self.eval_iter),
-                           "val_acc": self.accuracy(val_loader, self.eval_iter)}
+                metrics = {"train_acc": self.accuracy(train_loader, n), "val_acc": self.accuracy(val_loader, n)}
                 yield replace(event, kind="epoch", metrics=metrics)
-        stopped = self.last_event is None or self.last_event.step < self.run.total_steps
-        self._finish(stopped)
-        yield replace(self.last_event, kind="done", metrics={
-            "train_acc": self.result.train_acc, "val_acc": self.result.val_acc,
-            "test_acc": self.result.test_acc})
 
-    def finish(self, stopped: bool = True) -> FinetuneResult:
-        """Measure train/val/test accuracy on the full sets, merge LoRA and save the checkpoint."""
-        if self.result is None:
-            self._events.close()
-            self._finish(stopped)
-        return self.result
+    def final_metrics(self) -> dict:
+        """Accuracy on the whole train, validation and test sets, and the test confusion matrix."""
+        confusion = confusion_matrix(self.loaders.test_loader, self.model, len(self.labels))
+        test_acc = sum(confusion[i][i] for i in range(len(confusion))) / max(1, sum(map(sum, confusion)))
+        self.facts["confusion"] = confusion
+        return {"train_acc": self.accuracy(self.run.train_loader), "val_acc": self.accuracy(self.run.val_loader),
+                "test_acc": test_acc, "confusion": confusion}
 
-    def _finish(self, stopped: bool) -> None:
+    def before_save(self) -> None:
         from .lora import merge_lora
 
-        self.run.close()
-        loaders = self.loaders
-        train_acc, val_acc = self.accuracy(self.run.train_loader), self.accuracy(self.run.val_loader)
-        confusion = confusion_matrix(loaders.test_loader, self.model, len(self.labels))
-        test_acc = sum(confusion[i][i] for i in range(len(confusion))) / max(1, sum(map(sum, confusion)))
         merge_lora(self.model)
-        event = self.last_event
-        training = {**self.training, "steps": event.step if event else 0,
-                    "examples_seen": event.seen if event else 0, "wall_s": round(event.elapsed, 1) if event else 0,
-                    "stopped": stopped, "train_acc": train_acc, "val_acc": val_acc, "test_acc": test_acc,
-                    "confusion": confusion}
-        from .checkpoints import save_checkpoint
 
-        distributed.on_main(save_checkpoint, self.out, self.model.eval(), task="classifier",
-                            labels=list(self.labels), training=training)
-        self.result = FinetuneResult(self.out, train_acc, val_acc, test_acc, confusion, self.labels,
-                                     training["steps"], training["wall_s"], stopped, training)
+    def finish(self, path=None, resumable: bool = False):
+        """Measure on the whole sets, merge LoRA and save (to `out` unless `path` is given)."""
+        return super().finish(path or self.out, resumable)
 
 
-def finetune_spam(base, **kwargs) -> SpamFinetune:
-    """Fine-tune `base` (a catalog key, a checkpoint path or a `Checkpoint`) into a spam classifier.
+def finetune_spam(base, settings: SpamSettings | None = None, out=None, device: str = "cpu",
+                  **changes) -> SpamFinetune:
+    """Start fine-tuning `base` (a catalog key, a checkpoint path or a `Checkpoint`) into a spam classifier.
 
-    Book defaults (section 6.7): AdamW lr 5e-5, weight decay 0.1, 5 epochs, batch 8,
-    evaluation every 50 steps over 5 batches, the last block + final norm + head trained.
-    See `SpamFinetune` for the events and the result.
+    `settings` default to the book's recipe (section 6.7, `llm.recipes.SPAM_BOOK`: AdamW lr 5e-5,
+    weight decay 0.1, 5 epochs, batch 8, evaluation every 50 steps over 5 batches, the last block +
+    final norm + head trained); `changes` replace fields of the settings or of their TrainConfig
+    (`eval_iter`, the book's name, is `eval_batches`). See `SpamFinetune`.
     """
-    return SpamFinetune(base, **kwargs)
+    if "eval_iter" in changes:
+        changes["eval_batches"] = changes.pop("eval_iter")
+    settings = (settings or SPAM_BOOK).with_(**changes)
+    return SpamFinetune(base, settings, out, device)
 
 
 def _load_base(base) -> tuple[Checkpoint, str]:

@@ -1,6 +1,7 @@
 """Instruction fine-tuning (chapter 7): the Alpaca prompt format, the instruction
-dataset and its collate function, response extraction, a chat turn, and the
-runner that writes the answers the judge scores.
+dataset and its collate function, response extraction, a chat turn, the fine-tuning job
+(`finetune_instruct`, the one job shape of `llm.jobs`) and the runner that writes the answers
+the judge scores.
 
 The prompt format is the book's (section 7.2):
 
@@ -32,6 +33,8 @@ from .alpaca import (  # noqa: F401  (the data half of chapter 7, re-exported)
     INSTRUCTION_DATA, PREAMBLE, RESPONSE_HEADER, RESPONSE_KEYS, InstructionSplits, book_splits,
     format_input, format_response, load_instruction_file, response_prompt, split_instruction_data, validate_records)
 from .generation import check_sampling, stream_generate
+from .jobs import TrainingJob
+from .recipes import INSTRUCT_BOOK, InstructSettings
 from .tokenizer import ENDOFTEXT, ENDOFTEXT_ID, get_tokenizer, token_ids_to_text
 
 IGNORE_INDEX = -100
@@ -275,22 +278,9 @@ def save_responses(path, results: list[dict]) -> Path:
 
 # --- Fine-tuning (sections 7.5-7.6) -----------------------------------------------------
 
-#: The book's settings for instruction fine-tuning (section 7.6).
-BOOK_LR, BOOK_WEIGHT_DECAY, BOOK_EPOCHS, BOOK_BATCH_SIZE = 5e-5, 0.1, 2, 8
-
-
-def instruct_train_config(lr: float = BOOK_LR, weight_decay: float = BOOK_WEIGHT_DECAY,
-                          epochs: int | None = BOOK_EPOCHS, max_steps: int | None = None,
-                          eval_every: int = 5, eval_batches: int | None = 5, seed: int = 123,
-                          grad_accum: int = 1, precision: str = "fp32"):
-    """The book's chapter-7 run as a `TrainConfig`: AdamW at a constant lr, no clipping,
-    evaluation on 5 batches every 5 steps (`train_model_simple(..., eval_freq=5, eval_iter=5)`)."""
-    from .training import TrainConfig
-
-    return TrainConfig(lr=lr, weight_decay=weight_decay, epochs=epochs, max_steps=max_steps,
-                       warmup_steps=0, schedule="constant", grad_clip=None, eval_every=eval_every,
-                       eval_batches=eval_batches, seed=seed, grad_accum=grad_accum,
-                       precision=precision).validate()
+#: The book's settings for instruction fine-tuning (section 7.6; `llm.recipes.INSTRUCT_BOOK`).
+BOOK_LR, BOOK_WEIGHT_DECAY = INSTRUCT_BOOK.lr, INSTRUCT_BOOK.weight_decay
+BOOK_EPOCHS, BOOK_BATCH_SIZE = INSTRUCT_BOOK.epochs, INSTRUCT_BOOK.batch_size
 
 
 def instruct_loss(model, batch) -> tuple[torch.Tensor, int]:
@@ -317,99 +307,69 @@ def trainable_records(data: list[dict], allowed_max_length: int, mask_instructio
     return [entry for entry, n in zip(data, dataset.instruction_lengths) if n < allowed_max_length]
 
 
-class InstructRun:
-    """An instruction fine-tuning run: iterate it for `TrainEvent`s (from `llm.training.train`).
+class InstructRun(TrainingJob):
+    """An instruction fine-tuning job (section 7.6), in the one job shape of `llm.jobs`.
 
-    Eval events carry `val_loss` (and `train_loss`) in `metrics` and, in `sample`, the
-    model's response to the fixed validation instruction `sample_entry`. When the run
-    ends and `out` is set the model is saved there (task "instruct"); `save(path)`
-    saves it at any point between events, e.g. after a stop.
+    Eval events carry `val_loss` (and `train_loss`) in `metrics` and, in `sample`, the model's
+    response to the fixed validation instruction `sample_entry`. `finish(path)` saves the model
+    (task "instruct") with how it was trained, after the end or a stop.
     """
 
-    def __init__(self, model, train_data: list[dict], val_data: list[dict], config=None,
-                 batch_size: int = BOOK_BATCH_SIZE, mask_instructions: bool = False,
-                 allowed_max_length: int | None = None, sample_entry: dict | None = None,
-                 sample_tokens: int = 50, out=None, training: dict | None = None):
+    task = "instruct"
+
+    def __init__(self, model, train_data: list[dict], val_data: list[dict], settings: InstructSettings,
+                 sample_entry: dict | None = None, training: dict | None = None):
         from .training import train
 
-        if batch_size < 1:
-            raise ValueError(f"batch size must be at least 1 (got {batch_size})")
+        settings.validate()
         train_data = validate_records(train_data, "the training data")
         val_data = validate_records(val_data, "the validation data") if val_data else []
-        self.config = config or instruct_train_config()
-        self.allowed_max_length = min(allowed_max_length or model.cfg.context_length, model.cfg.context_length)
-        kept = trainable_records(train_data, self.allowed_max_length, mask_instructions)
+        self.settings, self.config = settings, settings.train
+        allowed = settings.allowed_max_length or model.cfg.context_length
+        self.allowed_max_length = min(allowed, model.cfg.context_length)
+        mask = settings.mask_instructions
+        kept = trainable_records(train_data, self.allowed_max_length, mask)
         self.dropped = len(train_data) - len(kept)
         if not kept:
             raise ValueError(f"every instruction is longer than the {self.allowed_max_length} tokens the model "
                              "sees, so with masked instructions nothing is left to learn: use a model with a "
                              "longer context or turn instruction masking off")
-        self.model, self.out, self.checkpoint_path = model, out, None
+        self.model = model
         self.sample_entry = sample_entry or (val_data[0] if val_data else train_data[0])
-        self.sample_tokens = sample_tokens
         generator = torch.Generator().manual_seed(self.config.seed)
+        batch_size = settings.batch_size
         # Section 7.4: the training loader shuffles and drops the last short batch.
         self.train_loader = create_instruction_dataloader(
             kept, batch_size, shuffle=True, drop_last=len(kept) >= batch_size,
-            allowed_max_length=self.allowed_max_length, mask_instructions=mask_instructions,
-            generator=generator)
+            allowed_max_length=self.allowed_max_length, mask_instructions=mask, generator=generator)
         self.val_loader = create_instruction_dataloader(
             val_data, batch_size, allowed_max_length=self.allowed_max_length,
-            mask_instructions=mask_instructions) if val_data else None
-        self.training = {"recipe": "instruction fine-tuning (chapter 7)", "train_records": len(kept),
-                         "val_records": len(val_data), "dropped_records": self.dropped, "batch_size": batch_size,
-                         "mask_instructions": mask_instructions, "allowed_max_length": self.allowed_max_length,
-                         "lr": self.config.lr, "weight_decay": self.config.weight_decay,
-                         "epochs": self.config.epochs, **(training or {})}
-        self.last_event = None
-        self.run = train(model, self.train_loader, self.val_loader, instruct_loss, self.config,
-                         sample=self.sample)
+            mask_instructions=mask) if val_data else None
+        self.facts = self.training = {
+            "recipe": "instruction fine-tuning (chapter 7)", "train_records": len(kept),
+            "val_records": len(val_data), "dropped_records": self.dropped, "batch_size": batch_size,
+            "mask_instructions": mask, "allowed_max_length": self.allowed_max_length,
+            "weight_decay": self.config.weight_decay, "schedule": self.config.schedule, **(training or {})}
+        self.run = train(model, self.train_loader, self.val_loader, instruct_loss, self.config, sample=self.sample)
+        longest = max(len(ids) for ids in self.train_loader.dataset.encoded_texts) + 1
+        self._start(batch_size, min(longest, self.allowed_max_length))
 
     def sample(self, model) -> str:
         """The model's reply to the fixed validation instruction (the book prints one each evaluation)."""
         entry = self.sample_entry
-        return chat_reply(model, entry["instruction"], entry.get("input", ""), max_new_tokens=self.sample_tokens)
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        event = next(self.run)
-        self.last_event = event
-        if event.kind == "done" and self.out is not None:
-            self.checkpoint_path = self.save(self.out)
-        return event
-
-    def close(self) -> None:
-        self.run.close()
-
-    def save(self, path) -> Path:
-        """Save the model as it is now, task "instruct", with how it was trained."""
-        from .checkpoints import save_checkpoint
-        from .distributed import on_main
-
-        event = self.last_event
-        facts = dict(self.training)
-        if event is not None:
-            facts.update(steps=event.step, total_steps=event.total_steps, seen_tokens=event.seen,
-                         finished=event.kind == "done",
-                         **{k: round(v, 4) for k, v in event.metrics.items() if k.endswith("loss")})
-        on_main(save_checkpoint, path, self.model, task="instruct", training=facts)  # rank 0 under torchrun
-        self.checkpoint_path = Path(path)
-        return self.checkpoint_path
+        return chat_reply(model, entry["instruction"], entry.get("input", ""),
+                          max_new_tokens=self.settings.sample_tokens)
 
 
-def finetune_instruct(model, train_data: list[dict], val_data: list[dict], config=None,
-                      batch_size: int = BOOK_BATCH_SIZE, mask_instructions: bool = False,
-                      allowed_max_length: int | None = None, sample_entry: dict | None = None,
-                      sample_tokens: int = 50, out=None, training: dict | None = None) -> InstructRun:
-    """Fine-tune `model` (trained in place: pass a private copy) to follow instructions (section 7.6).
+def finetune_instruct(model, train_data: list[dict], val_data: list[dict], settings: InstructSettings | None = None,
+                      sample_entry: dict | None = None, training: dict | None = None, **changes) -> InstructRun:
+    """Start fine-tuning `model` (trained in place: pass a private copy) to follow instructions (section 7.6).
 
-    Uses the one training loop of `llm.training` with the book's defaults (AdamW,
-    lr 5e-5, weight decay 0.1, 2 epochs, batch 8); see `InstructRun`.
+    `settings` default to the book's recipe (`llm.recipes.INSTRUCT_BOOK`: AdamW, lr 5e-5, weight decay
+    0.1, 2 epochs, batch 8); `changes` replace fields of the settings or of their TrainConfig.
     """
-    return InstructRun(model, train_data, val_data, config, batch_size, mask_instructions,
-                       allowed_max_length, sample_entry, sample_tokens, out, training)
+    settings = (settings or INSTRUCT_BOOK).with_(**changes)
+    return InstructRun(model, train_data, val_data, settings, sample_entry, training)
 
 
 def default_checkpoint_name(base: str) -> str:

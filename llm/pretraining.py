@@ -5,14 +5,14 @@ Text in (`load_text`), the 90/10 split and the sliding-window loaders of chapter
 `calc_loss_loader`, `perplexity`), named settings (`SETTINGS`: "lecture" and the
 book's "book-ch05"), an honest time estimate measured on this machine
 (`estimate_seconds`), and `pretrain(...)`, which builds everything and returns
-the training run's event iterator.
+a `Pretraining` job (the one job shape of `llm.jobs`: events, then `finish(path)`).
 """
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from .data import GPTDatasetV1, count_windows
 from .generation import generate_text
 from .model import GPTModel
 from .tokenizer import text_to_token_ids
+from .jobs import TrainingJob
 from .training import TrainRun, make_optimizer, mean_loss, train
 
 
@@ -174,34 +175,37 @@ def sampler(prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 50):
     return sample
 
 
-@dataclass
-class Pretraining:
-    """What `pretrain` built: the run to iterate, its model, data and settings."""
+class Pretraining(TrainingJob):
+    """A pretraining job (section 5.2): iterate it for events, `finish(path)` saves (see `llm.jobs`).
 
-    run: TrainRun
-    model: GPTModel
-    data: PretrainData
-    settings: PretrainSettings
-    notes: list[str] = field(default_factory=list)
+    `.run`, `.model`, `.data` (the loaders) and `.settings` are what `pretrain` built.
+    """
 
-    def __iter__(self):
-        return iter(self.run)
+    task = "lm"
+
+    def __init__(self, run: TrainRun, model: GPTModel, data: PretrainData, settings: PretrainSettings,
+                 text_name: str | None = None):
+        self.run, self.model, self.data, self.settings = run, model, data, settings
+        self.storage = settings.storage
+        self.facts = {"pretrain": settings.to_dict(), "train_tokens": data.train_tokens,
+                      **({"text": text_name} if text_name else {})}
+        self._start(settings.batch_size, settings.context_length)
 
     def save(self, path, resumable: bool = True, text_name: str | None = None):
-        """Write the model (and, if resumable, the run's state) with these settings as training facts."""
-        facts = {"pretrain": asdict(self.settings), "train_tokens": self.data.train_tokens}
-        if text_name:
-            facts["text"] = text_name
-        return self.run.save(path, task="lm", training=facts, resumable=resumable, storage=self.settings.storage)
+        """Write the model now (resumable: with the run's state), without ending the job."""
+        facts = {**self.facts, **({"text": text_name} if text_name else {})}
+        return self.run.save(path, task="lm", training=facts, resumable=resumable, storage=self.storage)
 
 
 def pretrain(text: str, settings: PretrainSettings | str = "lecture", model: GPTModel | None = None,
-             resume: str | os.PathLike | Checkpoint | None = None, **overrides) -> Pretraining:
-    """Build model, loaders, loss, sampler and loop for `text`; iterate the result for events.
+             resume: str | os.PathLike | Checkpoint | None = None, text_name: str | None = None,
+             data: PretrainData | None = None, **overrides) -> Pretraining:
+    """Start a pretraining job on `text`: model, loaders, loss, sampler and the one loop.
 
-    `overrides` replace fields of the settings (e.g. epochs=2, lr=1e-3; None values are ignored).
-    `model` continues training an existing model (e.g. GPT-2 weights); `resume` continues a
-    run saved with `TrainRun.save` and takes its model from the checkpoint.
+    `overrides` replace settings (of the settings or their TrainConfig, e.g. epochs=2, lr=1e-3;
+    None values are ignored). `model` continues training an existing model (e.g. GPT-2 weights);
+    `resume` continues a run saved resumable and takes its model and settings from the checkpoint.
+    `data`: the loaders `make_loaders` already built for `text` with these settings (not rebuilt).
     """
     settings = get_settings(settings) if isinstance(settings, str) else settings
     checkpoint = None
@@ -209,20 +213,23 @@ def pretrain(text: str, settings: PretrainSettings | str = "lecture", model: GPT
         checkpoint = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
         model = checkpoint.model
         saved = checkpoint.training.get("pretrain")
-        if saved:  # continue with the settings the run was started with
-            settings = PretrainSettings(**{f.name: saved[f.name] for f in fields(PretrainSettings) if f.name in saved})
+        if saved:  # continue with the settings the run was started with (nested or the older flat form)
+            settings = PretrainSettings.from_dict(saved)
+        text_name = text_name or checkpoint.training.get("text")
     settings = settings.with_(**overrides)
+    config = settings.train_config()
     if model is None:
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(config.seed)
         model = GPTModel(settings.model_config())
     if settings.context_length > model.cfg.context_length:
         raise ValueError(f"a context of {settings.context_length} tokens is beyond the model's context "
                          f"length of {model.cfg.context_length}")
-    data = make_loaders(text, settings.context_length, settings.stride, settings.batch_size, settings.seed,
-                        holdout_every=settings.holdout_every)
-    run = train(model, data.train_loader, data.val_loader, lm_loss, settings.train_config(),
+    if data is None:
+        data = make_loaders(text, settings.context_length, settings.stride, settings.batch_size, config.seed,
+                            holdout_every=settings.holdout_every)
+    run = train(model, data.train_loader, data.val_loader, lm_loss, config,
                 sample=sampler(settings.prompt, settings.sample_tokens), resume=checkpoint)
-    return Pretraining(run, model, data, settings)
+    return Pretraining(run, model, data, settings, text_name)
 
 
 def loss_rows(history: list[dict]) -> list[dict]:
@@ -277,8 +284,8 @@ def estimate_seconds(cfg: GPTConfig, batch_size: int, context: int, steps: int, 
 
 def eval_forwards(settings: PretrainSettings, data: PretrainData, total_steps: int) -> int:
     """How many forward-only batches the evaluations of a run will take (train + val, plus the end)."""
-    evals = 1 + total_steps // settings.eval_every + 1
-    n = settings.eval_batches
+    evals = 1 + total_steps // settings.train.eval_every + 1
+    n = settings.train.eval_batches
     per_eval = (min(n, len(data.train_loader)) if n else len(data.train_loader)) + \
                (min(n, len(data.val_loader)) if n else len(data.val_loader))
     return evals * per_eval

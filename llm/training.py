@@ -10,7 +10,8 @@ Public API
 ----------
 TrainConfig(lr, weight_decay, epochs, max_steps, warmup_steps, warmup_fraction, min_lr,
             schedule, grad_clip, grad_accum, eval_every, eval_batches, sample_every, seed, precision)
-    `.validate()` raises ValueError with a sentence naming the bad value.
+    Defined torch-free in `llm.recipes` (each task's settings contain one) and re-exported here.
+    `.validate()` raises ValueError with a sentence naming the bad value (every number is bounded).
     `.total_steps(steps_per_epoch)`: how many optimizer steps the run takes.
 
 train(model, train_loader, val_loader, loss_fn, config, evaluate=None, sample=None,
@@ -30,14 +31,16 @@ train(model, train_loader, val_loader, loss_fn, config, evaluate=None, sample=No
         prefixes to train, e.g. ("out_head", "final_norm", "trf_blocks.11"); every other
         parameter is frozen. Only parameters with requires_grad reach the optimizer.
 
-TrainRun: iterate it for events; `.save(path, task=..., labels=..., training=..., resumable=True)`
+TrainRun: iterate it for events; `.request_stop()` (from any thread) ends it at the next micro-batch;
+    `.save(path, task=..., labels=..., training=..., resumable=True)`
     writes a checkpoint (resumable: with optimizer and loop state) at any point between two events; `.model`, `.optimizer`, `.state`,
     `.total_steps`, `.history` (the eval events so far). When the run ends or is closed the model
     is left in eval mode with no gradients; a run is never stopped in the middle of an
     optimizer step, because events are only yielded between steps.
 
 TrainEvent(kind, step, total_steps, epoch, seen, train_loss, metrics, lr, tokens_per_s,
-           elapsed, remaining, sample): `dataclasses.asdict(event)` is JSON-able.
+           elapsed, remaining, sample): `dataclasses.asdict(event)` is JSON-able. Every kind is
+           declared once, in EVENT_KINDS (the loop yields step, eval and done; a job may add epoch).
     kind "step": after every optimizer step; train_loss is that step's mean loss,
         metrics {"grad_norm": ...} (the norm before clipping).
     kind "eval": after an evaluation; train_loss is the mean step loss since the previous
@@ -52,6 +55,9 @@ lr_at(step, config, total_steps) -> float: linear warm-up then cosine decay to m
 save_training_checkpoint(path, model, optimizer, state, task="lm", labels=None, training=None)
 load_training_state(checkpoint) -> TrainState
 mean_loss(model, loader, loss_fn, num_batches=None) -> float  (the book's calc_loss_loader shape)
+preserved_rng(loader): a context that puts torch's and the loader's random state back afterwards.
+
+The three tasks wrap a TrainRun in the one job shape of `llm.jobs` (start → events → finish).
 
 Several processes (appendix A, `llm.distributed`): started by torchrun, the run joins the
 process group, moves the model to its rank's device (cuda:LOCAL_RANK or the CPU), wraps it in
@@ -84,88 +90,23 @@ import torch
 
 from . import distributed
 from .checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_state_dict_checked, save_checkpoint
+from .recipes import SCHEDULES, TRAIN_PRECISIONS, TrainConfig  # noqa: F401  (torch-free; re-exported)
 
-SCHEDULES = ("cosine", "constant")
-PRECISIONS = ("fp32", "bf16")
-
-
-@dataclass
-class TrainConfig:
-    """Hyperparameters of one training run (section 5.2 plus appendix D)."""
-
-    lr: float = 4e-4  # peak learning rate
-    weight_decay: float = 0.1
-    epochs: int | None = 10  # None: max_steps decides
-    max_steps: int | None = None  # stop after this many optimizer steps (None: epochs decide)
-    warmup_steps: int | None = None  # linear warm-up steps; None: warmup_fraction of the run
-    warmup_fraction: float = 0.0
-    min_lr: float = 0.0  # where the cosine decay ends
-    schedule: str = "cosine"  # "cosine" (after warm-up) or "constant" (the book's chapter 5)
-    grad_clip: float | None = 1.0  # max gradient norm; None or 0: no clipping
-    grad_accum: int = 1  # micro-batches per optimizer step
-    eval_every: int = 5  # evaluate after step 1 and every eval_every steps
-    eval_batches: int | None = 5  # batches per evaluation (None: whole loaders)
-    sample_every: int | None = None  # sample at evaluations every this many steps (None: each eval)
-    seed: int = 123
-    precision: str = "fp32"  # "bf16": bf16 autocast for the training forward passes (CUDA only)
-
-    def validate(self) -> "TrainConfig":
-        """Raise a ValueError that says what is wrong with these settings; return self."""
-        problems = []
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"the learning rate must be a positive number (got {self.lr})")
-        elif self.lr > 1.0:
-            problems.append(f"a learning rate of {self.lr} is far too large for AdamW (use at most 1)")
-        if not 0 <= self.min_lr <= (self.lr if self.lr > 0 else 0):
-            problems.append(f"min_lr must be between 0 and the learning rate {self.lr} (got {self.min_lr})")
-        if not 0 <= self.weight_decay < 10:
-            problems.append(f"weight decay must be between 0 and 10 (got {self.weight_decay})")
-        if self.epochs is None and self.max_steps is None:
-            problems.append("give a number of epochs or a maximum number of steps")
-        if self.epochs is not None and self.epochs < 1:
-            problems.append(f"epochs must be at least 1 (got {self.epochs})")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append(f"max steps must be at least 1 (got {self.max_steps})")
-        if self.warmup_steps is not None and self.warmup_steps < 0:
-            problems.append(f"warm-up steps cannot be negative (got {self.warmup_steps})")
-        if not 0 <= self.warmup_fraction < 1:
-            problems.append(f"the warm-up fraction must be in [0, 1) (got {self.warmup_fraction})")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
-        if self.grad_clip is not None and self.grad_clip < 0:
-            problems.append(f"gradient clipping norm cannot be negative (got {self.grad_clip})")
-        if self.grad_accum < 1:
-            problems.append(f"gradient accumulation must be at least 1 micro-batch (got {self.grad_accum})")
-        if self.eval_every < 1:
-            problems.append(f"eval_every must be at least 1 step (got {self.eval_every})")
-        if self.eval_batches is not None and self.eval_batches < 1:
-            problems.append(f"eval_batches must be at least 1 (got {self.eval_batches})")
-        if self.sample_every is not None and self.sample_every < 1:
-            problems.append(f"sample_every must be at least 1 step (got {self.sample_every})")
-        if self.precision not in PRECISIONS:
-            problems.append(f"precision must be one of {', '.join(PRECISIONS)} (got {self.precision!r})")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    def total_steps(self, steps_per_epoch: int | None) -> int:
-        """Optimizer steps in the whole run: epochs x steps per epoch, capped by max_steps."""
-        by_epochs = self.epochs * steps_per_epoch if self.epochs is not None and steps_per_epoch else None
-        if by_epochs is None and self.max_steps is None:
-            raise ValueError("the training data has no length: give max_steps")
-        return min(s for s in (by_epochs, self.max_steps) if s is not None)
-
-    def warmup(self, total_steps: int) -> int:
-        if self.warmup_steps is not None:
-            return int(self.warmup_steps)
-        return int(round(self.warmup_fraction * total_steps))
+#: Every kind of event a training job yields, declared once (`TrainEvent.kind`).
+EVENT_KINDS = {
+    "step": "after every optimizer step: train_loss is that step's mean loss, metrics {'grad_norm'}",
+    "eval": "after an evaluation: train_loss is the mean step loss since the last one, metrics the "
+            "evaluation's (train_loss, val_loss, ...), sample the text sample or None",
+    "epoch": "at the end of an epoch, for jobs that measure something per epoch (the spam accuracy)",
+    "done": "once, at the natural end of the run, with the final evaluation's metrics and sample",
+}
 
 
 @dataclass
 class TrainEvent:
     """One record from the loop; see the module docstring for what each kind carries."""
 
-    kind: str  # "step" | "eval" | "done"
+    kind: str  # one of EVENT_KINDS
     step: int  # optimizer steps done
     total_steps: int
     epoch: int  # 1-based epoch the step belongs to
@@ -249,17 +190,21 @@ def lr_at(step: int, config: TrainConfig, total_steps: int) -> float:
 # ---------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def mean_loss(model, loader, loss_fn, num_batches: int | None = None) -> float:
-    """Mean of the batch losses over the first `num_batches` batches (the book's calc_loss_loader)."""
+def mean_loss(model, loader, loss_fn, num_batches: int | None = None, should_stop=None) -> float:
+    """Mean of the batch losses over the first `num_batches` batches (the book's calc_loss_loader).
+
+    `should_stop()` returning True ends it early with the mean of the batches done so far.
+    """
     if loader is None or len(loader) == 0:
         return float("nan")
     num_batches = len(loader) if num_batches is None else min(num_batches, len(loader))
-    total = 0.0
+    total, done = 0.0, 0
     for i, batch in enumerate(loader):
-        if i >= num_batches:
+        if i >= num_batches or (done and should_stop is not None and should_stop()):
             break
         total += float(loss_fn(model, batch)[0])
-    return total / num_batches
+        done += 1
+    return total / done
 
 
 # ---------------------------------------------------------------- random state
@@ -285,6 +230,20 @@ def _set_rng(loader, states: dict) -> None:
         gen.set_state(states["loader"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state(states["cuda"])
+
+
+@contextlib.contextmanager
+def preserved_rng(loader=None):
+    """Run the body and put torch's random state and `loader`'s shuffle generator back as they were.
+
+    Measuring on the (shuffled) training loader would otherwise change the order of the batches
+    that follow, and with it the training run.
+    """
+    saved = _get_rng(loader)
+    try:
+        yield
+    finally:
+        _set_rng(loader, saved)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -430,6 +389,7 @@ class TrainRun:
         # sampling and saving use the model itself.
         self.ddp = distributed.ddp_model(model, device) if distributed.is_distributed() else None
         self._report = [] if os.environ.get(distributed.REPORT_ENV) else None  # test hook: (own, reported) losses
+        self._stop = False
         self._gen = self._loop()
 
     # iterator protocol
@@ -468,11 +428,24 @@ class TrainRun:
         return Path(path)
 
     def _default_evaluate(self, model) -> dict[str, float]:
-        n = self.config.eval_batches
-        metrics = {"train_loss": mean_loss(model, self.train_loader, self.loss_fn, n)}
+        n, stop = self.config.eval_batches, self.stop_requested
+        metrics = {"train_loss": mean_loss(model, self.train_loader, self.loss_fn, n, stop)}
         if self.val_loader is not None and len(self.val_loader):
-            metrics["val_loss"] = mean_loss(model, self.val_loader, self.loss_fn, n)
+            metrics["val_loss"] = mean_loss(model, self.val_loader, self.loss_fn, n, stop)
         return metrics
+
+    def request_stop(self) -> None:
+        """Ask the run to end at the next micro-batch (safe from another thread).
+
+        The micro-batches of an unfinished optimizer step are dropped (their gradients zeroed and
+        their position in the epoch given back), so the weights are those after the last whole
+        step and a resumed run continues exactly; an evaluation in progress ends early. The
+        iterator then ends without a "done" event.
+        """
+        self._stop = True
+
+    def stop_requested(self) -> bool:
+        return self._stop
 
     def _batches(self) -> Iterator:
         """Micro-batches of the current epoch, continuing mid-epoch after a resume."""
@@ -492,14 +465,12 @@ class TrainRun:
 
     def _side_effect_free(self, fn):
         """Call fn(model) in eval mode without gradients, leaving the random state as it was."""
-        saved = _get_rng(self.train_loader)
         self.model.eval()
         try:
-            with torch.no_grad():
+            with preserved_rng(self.train_loader), torch.no_grad():
                 return fn(self.model)
         finally:
             self.model.train()
-            _set_rng(self.train_loader, saved)
 
     def _event(self, kind, loss, metrics, sample=None) -> TrainEvent:
         s = self.state
@@ -576,6 +547,10 @@ class TrainRun:
                 batches = self._batches()
                 micro, loss_sum, items, t_step = 0, 0.0, 0, time.perf_counter()
                 while s.step < self.total_steps:
+                    if self._stop and not distributed.is_distributed():
+                        s.batch_in_epoch -= micro  # the unfinished step's micro-batches are not trained on
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return
                     batch = next(batches, None)
                     if batch is not None:
                         last_micro = micro + 1 == c.grad_accum or s.batch_in_epoch + 1 == len(self.train_loader)

@@ -31,7 +31,8 @@ CHIP_CSS = """<style>
 border-radius:4px;color:#1a1a1a}
 .token-chips .tok .t{white-space:pre;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .token-chips .tok .i{font-size:0.68em;opacity:0.75}
-.token-chips .tok.special{background:#263238!important;color:#fff}
+.token-chips .tok.special{background:#37474f!important}
+.token-chips .tok.special .t,.token-chips .tok.special .i{color:#fff!important}
 .token-chips .tok.unk{background:#ef9a9a!important;color:#b71c1c;font-weight:600}
 .token-chips .tok.partial{border:1px dashed #8d6e63}
 </style>"""

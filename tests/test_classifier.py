@@ -9,8 +9,9 @@ from llm.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from llm.classifier import (POLICIES, add_classification_head, calc_accuracy_loader, calc_loss_batch,
                             classifier_from_checkpoint, classify_batch, confusion_matrix, count_trainable,
                             explain_occlusion, predict, read_messages_file, set_trainable)
-from llm.data import (SpamDataset, create_balanced_dataset, create_spam_dataloaders, load_spam_data,
-                      spam_splits)
+from llm.classifier import _class_probs
+from llm.spam_data import (SpamDataset, create_balanced_dataset, create_spam_dataloaders, load_spam_data,
+                           spam_splits)
 from llm.lora import LinearWithLoRA, merge_lora
 from llm.model import GPTModel
 from llm.tokenizer import ENDOFTEXT_ID, text_to_token_ids
@@ -176,14 +177,18 @@ def test_prediction_without_pad_length_does_not_depend_on_batch_mates(tiny_cfg):
     assert mixed[1].probs == pytest.approx(alone.probs, abs=1e-6)
 
 
-def test_occlusion_matches_removing_each_token(tiny_cfg):
+def test_occlusion_explains_the_predicted_label_against_the_neutral_pad(tiny_cfg):
     model = classifier(tiny_cfg)
     text = "Win a free prize"
-    full, tokens = explain_occlusion(model, text, max_length=10)
+    pred = predict(model, text, 10)
+    explanation = explain_occlusion(model, text, max_length=10)
+    assert ("ham", "spam")[explanation.target] == pred.label  # the verdict is what gets explained
+    tokens = explanation.tokens
     assert [t.piece for t in tokens] == ["Win", " a", " free", " prize"]
-    assert full == pytest.approx(predict(model, text, 10).probs["spam"], abs=1e-6)
-    without_free = predict(model, "Win a prize", 10).probs["spam"]
-    assert tokens[2].delta == pytest.approx(full - without_free, abs=1e-5)
+    assert explanation.prob == pytest.approx(pred.probs[pred.label], abs=1e-6)
+    # " free" replaced by the pad token: same length, every other token in its place
+    occluded = _class_probs(model, [text_to_token_ids("Win a") + [ENDOFTEXT_ID] + text_to_token_ids(" prize")], 10)
+    assert tokens[2].delta == pytest.approx(explanation.prob - float(occluded[0, explanation.target]), abs=1e-5)
 
 
 def test_checkpoint_round_trip(tiny_cfg, tmp_path):
@@ -258,9 +263,10 @@ def test_a_few_steps_lower_the_loss_and_save_a_classifier(tiny_cfg, tmp_path):
     after = calc_loss_loader(job.loaders.val_loader, job.model)
     assert after < before
     assert [e.step for e in events if e.kind == "step"] == list(range(1, 16))
-    assert events[-1].kind == "done" and set(events[-1].metrics) == {"train_acc", "val_acc", "test_acc"}
-    result = job.result
-    assert not result.stopped and result.steps == 15
+    assert events[-1].kind == "done" and {"train_loss", "val_loss"} <= set(events[-1].metrics)
+    result = job.finish()
+    assert set(result.metrics) == {"train_acc", "val_acc", "test_acc", "confusion"}
+    assert not result.stopped and result.steps == 15 and result.path == tmp_path / "spam.safetensors"
     assert sum(map(sum, result.confusion)) == 300
     assert result.test_acc == pytest.approx((result.confusion[0][0] + result.confusion[1][1]) / 300)
     ckpt = load_checkpoint(result.path)
@@ -299,3 +305,13 @@ def test_bad_training_settings_are_refused(tiny_cfg, tmp_path):
         _job(tiny_cfg, tmp_path, lr=-1)
     with pytest.raises(ValueError, match="batch size"):
         _job(tiny_cfg, tmp_path, batch_size=0)
+    with pytest.raises(ValueError, match="epochs must be a whole number from 1 to 10,000"):
+        _job(tiny_cfg, tmp_path, epochs=10**9)
+
+
+def test_a_batch_beyond_the_free_memory_is_refused_before_it_starts(tiny_cfg, tmp_path, monkeypatch):
+    import llm.jobs
+
+    monkeypatch.setattr(llm.jobs, "free_memory", lambda device="cpu": 50_000_000)  # 50 MB free
+    with pytest.raises(ValueError, match=r"only 0\.1 GB are free here: use a batch of at most"):
+        _job(tiny_cfg, tmp_path, batch_size=4096)

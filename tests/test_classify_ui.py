@@ -33,12 +33,13 @@ def finetuned(client):
 
 def test_finetune_streams_and_ends_with_accuracy_confusion_and_checkpoint(finetuned):
     updates, final = finetuned
-    status, losses, accs, result_md, confusion, checkpoint, picker = final
+    status, losses, lr, accs, result_md, confusion, checkpoint, picker = final
     assert len(updates) >= 2  # the "preparing" update, then progress
-    assert "Done" in status and "1,045 / 149 / 300" in status
-    assert "Test accuracy" in result_md and "after 4 steps" in result_md
+    assert "Done" in status and "Recipe for **lab-tiny" in status and "from-scratch recipe" in status
+    assert "Test accuracy" in result_md and "after 4 steps" in result_md and "balanced data" in result_md
     loss_rows = losses["value"]["data"] if "value" in losses else losses["data"]
-    assert {row[2] for row in loss_rows} == {"train loss", "validation loss"}
+    assert {row[2] for row in loss_rows} == {"step loss", "smoothed", "train loss (evaluation)",
+                                             "validation loss (evaluation)"}
     assert confusion is not None and Path(checkpoint).name.startswith("spam-lab-tiny-all-")
     from llm.checkpoints import load_checkpoint
 
@@ -48,7 +49,7 @@ def test_finetune_streams_and_ends_with_accuracy_confusion_and_checkpoint(finetu
 
 
 def _classifier_key(finetuned):
-    return finetuned[1][6]["value"]
+    return finetuned[1][7]["value"]
 
 
 def test_classify_gives_probabilities_and_an_explanation(client, finetuned):
@@ -110,8 +111,8 @@ def test_stop_keeps_what_was_trained(client):
     for _ in job:  # drain to the end
         pass
     final = job.outputs()[-1]
-    assert "Stopped after" in final[3]
-    assert Path(final[5]).exists()
+    assert "Stopped after" in final[0]
+    assert Path(final[6]).exists()
 
 
 # --- in a real browser (Debian's chromium through Playwright), with screenshots ---------

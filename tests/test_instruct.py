@@ -261,17 +261,17 @@ def test_generate_responses_stops_when_asked(tiny_model):
 
 def test_a_few_finetuning_steps_lower_the_loss_and_save_an_instruct_checkpoint(tiny_cfg, tmp_path):
     from llm.checkpoints import load_checkpoint
-    from llm.instruct import finetune_instruct, instruct_loss, instruct_train_config
+    from llm.instruct import finetune_instruct, instruct_loss
 
     splits = book_splits()
     model = GPTModel(tiny_cfg.with_(context_length=64))
     batch = custom_collate_fn([InstructionDataset(splits.train[:8])[i] for i in range(8)], allowed_max_length=64)
     with torch.no_grad():
         before = float(instruct_loss(model, batch)[0])
-    config = instruct_train_config(lr=3e-3, epochs=None, max_steps=12, eval_every=4, eval_batches=1)
-    run = finetune_instruct(model, splits.train[:8], splits.val[:4], config, batch_size=4,
-                            sample_tokens=5, out=tmp_path / "inst.safetensors")
+    run = finetune_instruct(model, splits.train[:8], splits.val[:4], lr=3e-3, epochs=None, max_steps=12,
+                            eval_every=4, eval_batches=1, batch_size=4, sample_tokens=5)
     events = list(run)
+    result = run.finish(tmp_path / "inst.safetensors")
     with torch.no_grad():
         after = float(instruct_loss(model, batch)[0])
     assert after < before - 0.5, (before, after)
@@ -279,20 +279,34 @@ def test_a_few_finetuning_steps_lower_the_loss_and_save_an_instruct_checkpoint(t
     assert [e.step for e in evals] == [1, 4, 8, 12] and all("val_loss" in e.metrics for e in evals)
     assert all(isinstance(e.sample, str) and "###" not in e.sample for e in evals)
     assert events[-1].kind == "done"
-    ckpt = load_checkpoint(run.checkpoint_path)
+    ckpt = load_checkpoint(result.path)
     assert ckpt.task == "instruct" and ckpt.training["steps"] == 12 and ckpt.training["batch_size"] == 4
+    assert not result.stopped and result.metrics["val_loss"] == evals[-1].metrics["val_loss"]
     assert torch.equal(ckpt.model.out_head.weight, model.out_head.weight)
 
 
 def test_masked_finetuning_only_counts_response_tokens(tiny_cfg):
-    from llm.instruct import finetune_instruct, instruct_train_config
+    from llm.instruct import finetune_instruct
 
     data = book_splits().train[:4]
     model = GPTModel(tiny_cfg.with_(context_length=256))
-    run = finetune_instruct(model, data, [], instruct_train_config(max_steps=1), batch_size=4,
-                            mask_instructions=True, sample_tokens=2)
+    run = finetune_instruct(model, data, [], max_steps=1, batch_size=4, mask_instructions=True, sample_tokens=2)
     step = next(run)
     expected = sum(len(encode(format_response(e))) + 1 for e in data)  # response tokens + end-of-text
     assert step.kind == "step" and step.seen == expected
     with pytest.raises(ValueError, match="nothing is left to learn"):
         finetune_instruct(GPTModel(tiny_cfg.with_(context_length=8)), data, [], mask_instructions=True)
+
+
+def test_a_huge_batch_is_refused_with_a_sentence_not_an_out_of_memory(tiny_cfg, monkeypatch):
+    """/finetune_instruct with batch_size=10^9 on lab-tiny is refused by the bound; a batch within the
+    bound whose logits do not fit the free memory (here 2 GB) by the estimate, before any step."""
+    import llm.jobs
+    from llm.instruct import finetune_instruct
+
+    data = book_splits()
+    with pytest.raises(ValueError, match="batch size must be a whole number from 1 to 65,536"):
+        finetune_instruct(GPTModel(tiny_cfg), data.train, data.val, batch_size=10**9)
+    monkeypatch.setattr(llm.jobs, "free_memory", lambda device="cpu": 2_000_000_000)
+    with pytest.raises(ValueError, match=r"logits [0-9.]+ GB for a batch of 935 × 32 tokens.*use a batch of at most"):
+        finetune_instruct(GPTModel(tiny_cfg), data.train, data.val, batch_size=65_536)

@@ -43,11 +43,11 @@ def finetuned(client):
 def test_finetune_streams_losses_samples_and_saves_an_instruct_checkpoint(finetuned):
     from llm.checkpoints import load_checkpoint
 
-    updates, (status, losses, samples, checkpoint, picker) = finetuned
+    updates, (status, losses, lr, samples, checkpoint, picker) = finetuned
     assert len(updates) >= 2
-    assert "Done" in status and "935 train / 55 validation" in status
+    assert "Done" in status and "935 train / 55 validation" in status and "from-scratch recipe" in status
     kinds = {row[2] for row in _rows(losses)}
-    assert kinds == {"train loss", "validation loss"}
+    assert kinds == {"step loss", "smoothed", "train loss (evaluation)", "validation loss (evaluation)"}
     assert "Validation instruction:" in samples and "step     1:" in samples and "step     6:" in samples
     ckpt = load_checkpoint(checkpoint)
     assert ckpt.task == "instruct" and ckpt.training["steps"] == 6 and ckpt.training["batch_size"] == 8
@@ -55,7 +55,7 @@ def test_finetune_streams_losses_samples_and_saves_an_instruct_checkpoint(finetu
 
 
 def test_chat_streams_through_gradio_client(client, finetuned):
-    key = finetuned[1][4]["value"]
+    key = finetuned[1][5]["value"]
     job = client.submit("Name three primary colors.", [], "", key, 12, 1.0, 50, api_name="/chat")
     updates = list(job)
     history, cleared = job.outputs()[-1]
@@ -68,7 +68,7 @@ def test_chat_streams_through_gradio_client(client, finetuned):
 
 
 def test_chat_with_input_and_history(client, finetuned):
-    key = finetuned[1][4]["value"]
+    key = finetuned[1][5]["value"]
     first = client.predict("Rewrite the sentence using a simile.", [], "The car is very fast.", key, 5, 0, 0,
                            api_name="/chat")[0]
     assert "*Input:* The car is very fast." in _text(first[0]["content"])
@@ -77,7 +77,7 @@ def test_chat_with_input_and_history(client, finetuned):
 
 
 def test_bad_input_gets_clear_messages(client, finetuned, tmp_path):
-    key = finetuned[1][4]["value"]
+    key = finetuned[1][5]["value"]
     with pytest.raises(AppError, match="Type a message first"):
         client.predict("   ", [], "", key, 5, 0, 0, api_name="/chat")
     bad = tmp_path / "bad.json"
@@ -97,7 +97,7 @@ def test_bad_input_gets_clear_messages(client, finetuned, tmp_path):
 
 
 def test_responses_for_judging_have_the_books_keys(client, finetuned, tmp_path):
-    key = finetuned[1][4]["value"]
+    key = finetuned[1][5]["value"]
     records = [{"instruction": "Name a color.", "input": "", "output": "Blue."},
                {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}]
     mine = tmp_path / "mine.json"
@@ -119,7 +119,7 @@ def test_stop_saves_what_was_trained(client):
             break
     for _ in job:
         pass
-    status, _, _, checkpoint, _ = job.outputs()[-1]
+    status, _, _, _, checkpoint, _ = job.outputs()[-1]
     assert "Stopped after" in status and Path(checkpoint).exists()
 
 

@@ -66,21 +66,24 @@ def trained(client):
 def test_training_streams_loss_samples_and_ends_with_perplexity_and_checkpoint(trained):
     from llm.checkpoints import load_checkpoint
 
-    updates, (status, plot, timeline, result, checkpoint, picker) = trained
-    assert sum("Step **" in u[0] for u in updates) >= 2  # live status lines while it trains
-    assert "✅ Done: 6 steps" in status and "tokens/s" in updates[-2][0] and "remaining" in updates[-2][0]
+    updates, (status, plot, lr_plot, timeline, result, checkpoint, picker) = trained
+    assert updates[0][0].endswith("Preparing the data and the model…")  # the first update comes at once
+    assert any("Step **" in u[0] and "tokens/s" in u[0] and "remaining" in u[0] for u in updates)
+    assert "✅ Done: 6 steps" in status
     rows = _rows(plot)
-    assert {r[2] for r in rows} == {"train loss", "validation loss"}
-    train_x = [r[0] for r in rows if r[2] == "train loss"]
-    assert train_x == sorted(train_x) and train_x[-1] == 6 * 4 * 32  # tokens seen: steps x batch x window
+    assert {r[2] for r in rows} == {"step loss", "smoothed", "train loss (evaluation)",
+                                    "validation loss (evaluation)"}
+    assert [r[0] for r in rows if r[2] == "step loss"] == [1, 2, 3, 4, 5, 6]  # every step, not only evaluations
+    assert [r[0] for r in rows if r[2] == "validation loss (evaluation)"] == [1, 3, 6]
+    assert [r[0] for r in _rows(lr_plot)] == [1, 2, 3, 4, 5, 6]
     assert timeline.count("class='pt-sample'") == 3  # evaluations after steps 1, 3 and 6
     assert timeline.index("step 6 ") < timeline.index("step 1 ")  # newest first
     assert "<b>Every effort moves you</b>" in timeline
-    val = [r[1] for r in rows if r[2] == "validation loss"][-1]
+    val = [r[1] for r in rows if r[2] == "validation loss (evaluation)"][-1]
     assert f"Validation perplexity {math.exp(val):,.1f}" in result
     ckpt = load_checkpoint(checkpoint)
     assert ckpt.task == "lm" and ckpt.training["steps"] == 6 and ckpt.model.cfg.emb_dim == 32
-    assert ckpt.training["pretrain"]["seed"] == 1 and ckpt.training["text"] == "the-verdict.txt"
+    assert ckpt.training["pretrain"]["train"]["seed"] == 1 and ckpt.training["text"] == "the-verdict.txt"
     assert Path(picker["value"]).name == Path(checkpoint).name  # the server's file, selected in the shared picker
 
 
@@ -141,12 +144,12 @@ def test_two_clients_training_at_once_get_their_own_models(lab_url, short_text):
     out_a, out_b = job_a.result(), job_b.result()  # the second waits in the queue while the first trains
     a.predict(api_name="/register_pretrained")
     b.predict(api_name="/register_pretrained")
-    path_a, path_b = out_a[5]["value"], out_b[5]["value"]  # the server's files, selected in each picker
+    path_a, path_b = out_a[6]["value"], out_b[6]["value"]  # the server's files, selected in each picker
     assert Path(path_a).parent != Path(path_b).parent  # one folder per session
     assert _rows(out_a[1]) != _rows(out_b[1])
     weights_a, weights_b = (load_checkpoint(p).model.out_head.weight for p in (path_a, path_b))
     assert not weights_a.equal(weights_b)
-    assert load_checkpoint(path_b).training["pretrain"]["seed"] == 2
+    assert load_checkpoint(path_b).training["pretrain"]["train"]["seed"] == 2
     # each session knows its own model only (Gradio's dropdown or the catalog refuses the other's)
     refused = "not one of the models of this lab or this session|not in the list of choices"
     assert "custom" in a.predict(path_a, api_name="/model_info")
@@ -155,8 +158,8 @@ def test_two_clients_training_at_once_get_their_own_models(lab_url, short_text):
     with pytest.raises(AppError, match=refused):
         b.predict(*run_args(mode="continue", base=path_a, **short_text), api_name="/pretrain")
     # and can continue training it (a private copy), keeping the result in the catalog folder
-    _, (status, _, _, _, _, picker) = _train(a, mode="continue", base=path_a, max_steps=3, keep=True,
-                                                 **short_text)
+    _, (status, _, _, _, _, _, picker) = _train(a, mode="continue", base=path_a, max_steps=3, keep=True,
+                                                **short_text)
     assert "✅ Done: 3 steps" in status
     path = picker["value"]
     assert Path(path).parent == Path(os.environ["LLM_LAB_CHECKPOINTS"]).resolve()
@@ -175,14 +178,14 @@ def test_stop_saves_what_was_trained(client):
             break
     for _ in job:
         pass
-    status, _, _, result, checkpoint, _ = job.outputs()[-1]
+    status, _, _, _, result, checkpoint, _ = job.outputs()[-1]
     steps = load_checkpoint(checkpoint).training["steps"]
     assert 1 <= steps < total and f"⏹ Stopped after {steps:,} of {total:,} steps" in status
     assert "Validation perplexity" in result
 
 
 def test_estimate_measures_this_machine(client):
-    line = client.predict(*run_args()[:-1], api_name="/estimate_pretrain")
+    line = client.predict(*run_args()[:-1], None, api_name="/estimate_pretrain")
     assert "Measured on this machine" in line and "for 6 steps" in line
 
 

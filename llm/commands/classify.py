@@ -32,7 +32,7 @@ def run(args) -> int:
         if pred.truncated:
             print(f"        warning: {pred.warning}")
         if args.explain:
-            _, tokens = explain_occlusion(clf.model, text, clf.max_length, target=len(clf.labels) - 1)
-            top = sorted(tokens, key=lambda t: -abs(t.delta))[:8]
-            print("        " + ", ".join(f"{t.piece!r} {t.delta:+.3f}" for t in top))
+            explanation = explain_occlusion(clf.model, text, clf.max_length, target=clf.labels.index(pred.label))
+            top = sorted(explanation.tokens, key=lambda t: -abs(t.delta))[:8]
+            print(f"        towards {pred.label}: " + ", ".join(f"{t.piece!r} {t.delta:+.3f}" for t in top))
     return 0

@@ -6,31 +6,31 @@ only rank 0 prints and saves.
 """
 from __future__ import annotations
 
-import sys
-
 NAME = "finetune-spam"
 HELP = "fine-tune a model into a ham/spam classifier on the SMS Spam Collection (chapter 6)"
 
 
 def add_arguments(parser):
-    from llm.classifier import POLICIES
+    from llm.recipes import POLICIES
 
     parser.add_argument("--base", required=True,
                         help="base model: a GPT-2 size, a lab preset (random weights), or a checkpoint path")
-    parser.add_argument("--trainable", choices=POLICIES, default="last-block",
-                        help="what trains: last-block (the book's default), head, last-k, all, lora")
-    parser.add_argument("--k", type=int, default=2, help="blocks trained with --trainable last-k")
-    parser.add_argument("--rank", type=int, default=16, help="LoRA rank (appendix E uses 16)")
-    parser.add_argument("--alpha", type=float, default=16, help="LoRA alpha (appendix E uses 16)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--weight-decay", type=float, default=0.1)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=123)
-    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    parser.add_argument("--trainable", choices=POLICIES, default=None,
+                        help="what trains: last-block (the book's), head, last-k, all, lora "
+                             "(default: the recipe's)")
+    parser.add_argument("--k", type=int, default=None, help="blocks trained with --trainable last-k")
+    parser.add_argument("--rank", type=int, default=None, help="LoRA rank (appendix E uses 16)")
+    parser.add_argument("--alpha", type=float, default=None, help="LoRA alpha (appendix E uses 16)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--weight-decay", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--grad-accum", type=int, default=None, help="micro-batches per optimizer step")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                         help="bf16: mixed precision (autocast) on CUDA GPUs; refused on a CPU")
-    parser.add_argument("--eval-every", type=int, default=50, help="steps between loss evaluations")
+    parser.add_argument("--eval-every", type=int, default=None, help="steps between loss evaluations")
+    parser.add_argument("--eval-batches", type=int, default=None, help="batches per evaluation (book: 5)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
     data = parser.add_mutually_exclusive_group()
     data.add_argument("--balanced", dest="balanced", action="store_true", default=True,
@@ -48,38 +48,28 @@ def run(args) -> int:
 
 
 def finetune_command(args) -> int:
-    from tqdm import tqdm
-
+    """The recipe follows the base (`llm.recipes.spam_recipe`); every option given replaces its value."""
     from llm import distributed
     from llm.classifier import finetune_spam
+    from llm.commands import follow
+    from llm.recipes import is_random_base, spam_recipe
 
-    job = finetune_spam(args.base, policy=args.trainable, k=args.k, rank=args.rank, alpha=args.alpha,
-                        balanced=args.balanced, epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
-                        batch_size=args.batch_size, eval_every=args.eval_every, seed=args.seed,
-                        max_steps=args.max_steps, out=args.out, grad_accum=args.grad_accum,
-                        precision=args.precision)
-    facts = job.training
+    recipe = spam_recipe(is_random_base(args.base))
+    job = finetune_spam(args.base, recipe, out=args.out, policy=args.trainable, k=args.k, rank=args.rank,
+                        alpha=args.alpha, balanced=args.balanced, epochs=args.epochs, lr=args.lr,
+                        weight_decay=args.weight_decay, batch_size=args.batch_size, eval_every=args.eval_every,
+                        eval_batches=args.eval_batches, seed=args.seed, max_steps=args.max_steps,
+                        grad_accum=args.grad_accum, precision=args.precision)
+    facts, settings = job.training, job.settings
+    print(f"recipe: {recipe.note}")
     print(f"data: {facts['data']} {facts['sizes']} · padded to {facts['max_length']} tokens · "
           f"truncated {facts['num_truncated']}")
-    print(f"trainable parameters: {facts['trainable']:,} of {facts['parameters']:,} ({args.trainable})")
-    with tqdm(total=job.run.total_steps, unit="step", desc="fine-tuning", disable=not distributed.is_main()) as bar, \
-            distributed.stop_request(distributed_only=True) as stop_asked:
-        try:
-            for event in job:
-                if event.kind == "step":
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{event.train_loss:.3f}")
-                elif event.kind == "eval":
-                    bar.write(f"step {event.step:5d}: train loss {event.metrics['train_loss']:.3f}, "
-                              f"val loss {event.metrics['val_loss']:.3f}")
-                elif event.kind == "epoch":
-                    bar.write(f"epoch {event.epoch}: training accuracy {event.metrics['train_acc']:.2%} | "
-                              f"validation accuracy {event.metrics['val_acc']:.2%}")
-                if stop_asked():  # Ctrl-C under torchrun: every rank stops after the same step
-                    raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            print("\ninterrupted: measuring and saving the model as trained so far", file=sys.stderr)
+    print(f"trainable parameters: {facts['trainable']:,} of {facts['parameters']:,} ({settings.policy}); "
+          f"lr {settings.lr:g}, {settings.epochs} epochs, batch {settings.batch_size}; memory {job.memory.describe()}")
+    follow(job, desc="fine-tuning")
     result = job.finish()
+    if not distributed.is_main():
+        return 0
     print(f"training accuracy {result.train_acc:.2%} · validation accuracy {result.val_acc:.2%} · "
           f"test accuracy {result.test_acc:.2%}")
     (tn, fp), (fn, tp) = result.confusion

@@ -87,11 +87,9 @@ def run(args) -> int:
 
 
 def train_command(args) -> int:
-    from tqdm import tqdm
-
     from llm import distributed
-    from llm.paths import checkpoints_dir
-    from llm.paths import ASSETS_DIR
+    from llm.commands import follow
+    from llm.paths import ASSETS_DIR, checkpoints_dir
     from llm.pretraining import (DEFAULT_TEXT, eval_forwards, estimate_seconds, get_settings, load_text,
                                  perplexity, pretrain)
 
@@ -102,18 +100,18 @@ def train_command(args) -> int:
     overrides = dict(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, batch_size=args.batch_size,
                      context_length=args.context, stride=args.stride or args.context, eval_every=args.eval_every,
                      seed=args.seed, prompt=args.prompt, grad_accum=args.grad_accum, precision=args.precision)
+    train = settings.train
     if args.eval_batches is not None:
-        settings = replace(settings, eval_batches=args.eval_batches or None)
-    if args.model:
-        settings = replace(settings, model=args.model)
+        train = replace(train, eval_batches=args.eval_batches or None)
     if args.max_steps and not args.epochs:  # --max-steps alone decides the length of the run
-        settings = replace(settings, epochs=None)
-    job = pretrain(text, settings, resume=args.resume, **overrides)
+        train = replace(train, epochs=None)
+    settings = replace(settings, train=train, **({"model": args.model} if args.model else {}))
+    job = pretrain(text, settings, resume=args.resume, text_name=Path(args.text).name, **overrides)
     run_, settings = job.run, job.settings
     out = Path(args.out) if args.out else checkpoints_dir() / f"pretrained-{args.preset}.safetensors"
     print(f"data: {job.data.summary()}")
     print(f"model: {settings.model} shape, {sum(p.numel() for p in job.model.parameters()):,} parameters; "
-          f"{run_.total_steps} steps (starting at {run_.state.step})")
+          f"{run_.total_steps} steps (starting at {run_.state.step}); memory {job.memory.describe()}")
     if distributed.is_distributed():
         world = distributed.world_size()
         print(f"distributed: {world} processes ({run_.model.device.type}), batch {settings.batch_size} per "
@@ -128,44 +126,21 @@ def train_command(args) -> int:
         return 0
 
     print("training: Ctrl-C stops after the current step and saves a resumable checkpoint", flush=True)
-    bar = tqdm(total=run_.total_steps, initial=run_.state.step, unit="step",
-               disable=args.no_progress or not distributed.is_main(), file=sys.stderr)
-    last = None
-    with distributed.stop_request() as stop_asked:
-        try:
-            for event in run_:
-                last = event
-                if event.kind == "step":
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{event.train_loss:.3f}", lr=f"{event.lr:.1e}",
-                                    tok_s=f"{event.tokens_per_s:.0f}", refresh=False)
-                elif event.kind == "eval":
-                    metrics = " ".join(f"{k}={v:.3f}" for k, v in event.metrics.items())
-                    line = f"step {event.step}/{event.total_steps} epoch {event.epoch} seen {event.seen:,}: {metrics}"
-                    if event.sample is not None:
-                        line += f"\n  sample: {settings.prompt}{event.sample!r}"
-                    bar.write(line) if not args.no_progress else print(line, flush=True)
-                if stop_asked():
-                    break
-        finally:
-            bar.close()
-            run_.close()
-
-    interrupted = last is None or last.kind != "done"
-    job.save(out, resumable=interrupted or args.resumable, text_name=Path(args.text).name)
+    interrupted = follow(job, settings.prompt, no_progress=args.no_progress, desc="pretraining")
+    result = job.finish(out, resumable=interrupted or args.resumable)
     if not distributed.is_main():
         return 130 if interrupted else 0
     csv_path, html_path = curve_paths(out)
     write_curve(run_.history, csv_path, html_path)
     print(f"loss curve: {csv_path} and {html_path} (no PNG: matplotlib/kaleido are not installed)")
     if interrupted:
-        print(f"stopped at step {run_.state.step}; resumable checkpoint: {out}\n"
+        print(f"stopped at step {result.steps}; resumable checkpoint: {out}\n"
               f"continue with: python -m llm pretrain --text {args.text} --preset {args.preset} --resume {out}",
               file=sys.stderr)
         return 130
-    val = last.metrics.get("val_loss")
-    print(f"done: {last.step} steps, {last.seen:,} tokens in {last.elapsed:.1f} s; "
-          f"train loss {last.metrics.get('train_loss', last.train_loss):.3f}"
+    val, last = result.metrics.get("val_loss"), job.last_event
+    print(f"done: {result.steps} steps, {result.seen:,} tokens in {result.elapsed:.1f} s; "
+          f"train loss {result.metrics.get('train_loss', last.train_loss):.3f}"
           + (f", val loss {val:.3f} (perplexity {perplexity(val):.1f})" if val is not None else ""))
     print(f"checkpoint: {out}")
     print(f"sample: {settings.prompt}{last.sample}")

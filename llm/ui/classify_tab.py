@@ -1,17 +1,19 @@
-"""Classify tab (chapter 6): fine-tune a GPT into a spam classifier, then label messages and explain why."""
+"""Classify tab (chapter 6): fine-tune a GPT into a spam classifier, then label messages and explain why.
+
+The fine-tuning job (`llm.classifier.finetune_spam`, one job shape of `llm.jobs`) is driven by the one
+live view of `run_view`; its recipe follows the base (`llm.recipes.spam_recipe`)."""
 from __future__ import annotations
 
 import csv
 import html
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import gradio as gr
 
-from .shared import (SESSION_TTL_S, adopt_session_models, checkpoint_folder, clean_text, get_model, line_frame,
-                     notices_md, number, picker_update, register_session_model, saved_where, stop_run)
+from .run_view import drive, run_panel, sentence, wire
+from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, find_entry, get_model, notices_md, number
 
 TITLE = "Classify"
 
@@ -25,8 +27,9 @@ Data: the SMS Spam Collection, balanced by undersampling ham as the book does (1
 or the full imbalanced set (4,827 ham, 747 spam). Messages are padded with `<|endoftext|>` to the longest
 training message, capped at the model's context.
 
-*A lab preset has random weights: fine-tune it with **all** layers trainable and a larger learning rate
-(e.g. 1e-3); the book's settings assume pretrained GPT-2 weights.*"""
+*The recipe follows the base: a pretrained model (GPT-2, the Wharton GPT, a trained checkpoint) gets the
+book's settings; a preset with random weights a from-scratch recipe (all layers, lr 2e-3, cosine decay,
+dropout 0.2, 8 epochs), measured to reach 95 % on lab-tiny. The tab says which it chose; edit freely.*"""
 
 EXAMPLES = [
     ["You are a winner you have been specially selected to receive $1000 cash or a $2000 award."],
@@ -39,8 +42,6 @@ EXAMPLES = [
 ]
 POLICY_CHOICES = [("last block + final norm + head (the book)", "last-block"), ("head only", "head"),
                   ("last k blocks", "last-k"), ("all layers", "all"), ("LoRA adapters (appendix E)", "lora")]
-#: Seconds between two live updates of the plots while training.
-UPDATE_EVERY_S = 1.0
 #: Most messages classified in one batch request (the whole SMS collection fits).
 MAX_BATCH = 6000
 SPAM_COLOUR, HAM_COLOUR = (229, 57, 53), (67, 160, 71)
@@ -48,6 +49,20 @@ SPAM_COLOUR, HAM_COLOUR = (229, 57, 53), (67, 160, 71)
 
 # --- fine-tuning ------------------------------------------------------------------------
 
+def base_recipe(base, session_models=None):
+    """(recipe, reason) for fine-tuning `base`: the book's for a pretrained model, from scratch for random weights."""
+    from llm.recipes import is_random_base, recipe_reason, spam_recipe
+
+    entry = find_entry(base, session_models)
+    random_base = is_random_base(base, entry.kind if entry is not None else None)
+    recipe = spam_recipe(random_base)
+    return recipe, recipe_reason(random_base, entry.label if entry is not None else str(base), recipe)
+
+
+def fill_recipe(base, session_models=None):
+    """The form's values (policy, epochs, lr, batch) from the base's recipe, and the sentence saying why."""
+    recipe, reason = base_recipe(base, session_models)
+    return recipe.policy, recipe.epochs, recipe.lr, recipe.batch_size, reason
 
 
 def confusion_figure(confusion: list[list[int]], labels) -> "go.Figure":
@@ -71,82 +86,73 @@ def _truncated(counts) -> str:
     return " / ".join(f"{n} {name}" for name, n in counts.items()) + " messages cut"
 
 
-def _result_md(result, stopped_note: str = "", in_catalog: bool = False) -> str:
+def _result_md(result) -> str:
     t = result.training
-    lines = [stopped_note,
-             f"**Test accuracy {result.test_acc:.2%}** · training {result.train_acc:.2%} · "
+    lines = [f"**Test accuracy {result.test_acc:.2%}** · training {result.train_acc:.2%} · "
              f"validation {result.val_acc:.2%} (whole sets, after {result.steps} steps, {result.wall_s:.0f} s)",
              f"Trained {t['trainable']:,} of {t['parameters']:,} parameters ({t['policy']}) on the "
              f"{t['data']} data; messages padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}).",
-             f"Saved `{Path(result.path).name}` ({saved_where(in_catalog)}) — it is now in the classifier "
-             "picker below."]
-    return "\n\n".join(filter(None, lines))
+             "The classifier is now selected in the classifier picker below."]
+    return "\n\n".join(lines)
 
 
 
 
-def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep=False, session_models=None,
-             run_state=None, session_dir=None):
-    """Fine-tune the picked model on the spam data; streams plots and status, ends with the result."""
+def accuracy_frame(epochs):
+    """The per-epoch accuracies (the book's 5 batches) for the accuracy plot."""
+    if not epochs:
+        return gr.update()
+    import pandas as pd
+
+    rows = [(e.epoch, e.metrics[k], name) for e in epochs
+            for k, name in (("train_acc", "train accuracy"), ("val_acc", "validation accuracy"))]
+    return pd.DataFrame(rows, columns=["epoch", "accuracy", "kind"]).astype({"epoch": "int64"})
+
+
+def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep=False, eval_batches=5,
+             session_models=None, run_state=None, session_dir=None):
+    """Fine-tune the picked model on the spam data with its recipe; streams the run, ends with the result."""
     from llm.classifier import finetune_spam
-    from llm.limits import current
 
-    limits = current()
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
-    settings = dict(policy=policy, k=number(k, "k", int, 1), rank=number(rank, "LoRA rank", int, 1),
-                    alpha=number(rank, "LoRA rank", int, 1), balanced=data != "full",
-                    epochs=number(epochs, "Epochs", int, 1), lr=number(lr, "Learning rate"),
-                    batch_size=number(batch_size, "Batch size", int, 1), seed=number(seed, "Seed", int),
-                    max_steps=number(max_steps, "Max steps", int, 1) if max_steps else None)
+    recipe, reason = base_recipe(base, session_models)
+    try:
+        settings = recipe.with_(
+            policy=policy, k=number(k, "k", int, 1, 1000), rank=number(rank, "LoRA rank", int, 1, 4096),
+            alpha=number(rank, "LoRA rank", int, 1, 4096), balanced=data != "full",
+            epochs=number(epochs, "Epochs", int, 1, 10_000), lr=number(lr, "Learning rate"),
+            batch_size=number(batch_size, "Batch size", int, 1, 65_536), seed=number(seed, "Seed", int, 0, 2**63 - 1),
+            max_steps=number(max_steps, "Max steps", int, 1, 10_000_000) if max_steps else None,
+            eval_batches=number(eval_batches, "Evaluation batches", int, 1, 100_000) if eval_batches else None)
+        settings.validate()
+    except ValueError as exc:
+        raise gr.Error(sentence(exc)) from None
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
+    intro = reason.replace(" The values stay editable.", "")
+
+    def start():
+        from llm.limits import current
+
+        job = finetune_spam(base, settings, out=target.folder)
+        current().check_training(job.training["parameters"], job.total_steps)
+        return job
+
+    def label(result):
+        return f"spam classifier · {base} · {settings.policy} · {result.test_acc:.1%} test"
+
     same = gr.update()
-    losses, accs = [], []
-
-    def out(status, result="", confusion=None, file=None, pending=same, picker=same, state=stop):
-        return (status, line_frame(losses, "step", "loss"), line_frame(accs, "epoch", "accuracy"), result,
-                confusion, file, pending, picker, state, target.session_dir)
-
-    yield out("Preparing the data and the model…")
-    try:
-        job = finetune_spam(base, out=target.folder, **settings)
-        limits.check_training(job.training["parameters"], job.run.total_steps)
-    except ValueError as exc:  # bad settings, a model that cannot be loaded (CheckpointError), limits
-        raise gr.Error(str(exc)) from None
-    t = job.training
-    intro = (f"Data: {t['data']} ({t['sizes']['train']:,} / {t['sizes']['val']:,} / {t['sizes']['test']:,}), "
-             f"padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}) · "
-             f"training {t['trainable']:,} of {t['parameters']:,} parameters")
-    last, event = 0.0, None
-    for event in job:
-        if event.kind == "eval":
-            losses += [(event.step, event.metrics["train_loss"], "train loss"),
-                       (event.step, event.metrics["val_loss"], "validation loss")]
-        elif event.kind == "epoch":
-            accs += [(event.epoch, event.metrics["train_acc"], "train accuracy"),
-                     (event.epoch, event.metrics["val_acc"], "validation accuracy")]
-        elif event.kind == "done":
-            break
-        if stop.is_set() or event.elapsed > limits.max_train_seconds:
-            break
-        if event.kind != "step" or time.perf_counter() - last >= UPDATE_EVERY_S:
-            last = time.perf_counter()
-            left = f" · about {event.remaining:.0f} s left" if event.remaining else ""
-            yield out(f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
-                      f"loss {event.train_loss:.3f}{left}")
-    stopped = event is not None and event.kind != "done"
-    if stopped:
-        yield out(f"{intro}\n\n⏹ Stopping: measuring accuracy on the whole sets and saving…")
-    result = job.finish(stopped=stopped)
-    note = f"⏹ Stopped after {result.steps} of {job.run.total_steps} steps." if result.stopped else ""
-    if result.stopped and not stop.is_set():
-        note += f" This Space limits a run to {limits.max_train_seconds / 60:.0f} minutes."
-    label = f"spam classifier · {t['base']} · {t['policy']} · {result.test_acc:.1%} test"
-    session_models = register_session_model(session_models, result.path, label, task="classifier")
-    key = str(Path(result.path).resolve())
-    yield out(f"{intro}\n\n✅ Done.", _result_md(result, note, target.in_catalog),
-              confusion_figure(result.confusion, result.labels), str(result.path), session_models,
-              picker_update(session_models, tasks=("classifier",), select=key), None)
+    for frame in drive(start, lambda job: job.out, intro, stop, label=label, task="classifier",
+                       session_models=session_models, in_catalog=target.in_catalog, picker_tasks=("classifier",),
+                       items="examples"):
+        live, result = frame.live, frame.result
+        plots = (live.loss_plot(), live.lr_plot(), accuracy_frame(live.epochs))
+        if result is None:
+            yield (frame.status, *plots, "" if live.last is None else same, same, same, same, same, stop,
+                   target.session_dir)
+        else:
+            yield (frame.status, *plots, _result_md(result), confusion_figure(result.confusion, result.labels),
+                   str(result.path), frame.session_models, frame.picker, None, target.session_dir)
 
 
 # --- classifying ------------------------------------------------------------------------
@@ -164,24 +170,31 @@ def _classifier(choice, session_models):
         raise gr.Error(str(exc)) from None
 
 
-def explanation_html(full: float, tokens, label: str) -> str:
-    """Tokens coloured by how much removing each one changes P(label): red raises it, green lowers it."""
+def explanation_html(explanation, labels) -> str:
+    """Tokens coloured by their signed contribution to the predicted label: the label's colour where the
+    token supports the verdict, the other label's where it argues against it, white where it does nothing."""
     from llm import viz
 
-    scale = max((abs(t.delta) for t in tokens), default=0.0) or 1.0
+    label = labels[explanation.target]
+    colours = {"spam": SPAM_COLOUR, "ham": HAM_COLOUR}
+    own = colours.get(label, SPAM_COLOUR)
+    other = next((c for lab, c in colours.items() if lab != label and lab in labels), HAM_COLOUR)
+    scale = max((abs(t.delta) for t in explanation.tokens), default=0.0) or 1.0
     chips = []
-    for t in tokens:
-        r, g, b = SPAM_COLOUR if t.delta > 0 else HAM_COLOUR
+    for t in explanation.tokens:
+        r, g, b = own if t.delta > 0 else other
         alpha = min(1.0, abs(t.delta) / scale) * 0.85
-        chips.append(viz.chip(t.piece, f"{t.delta:+.3f}", f"P({label}) changes by {-t.delta:+.4f} without it",
+        chips.append(viz.chip(t.piece, f"{t.delta:+.3f}",
+                              f"P({label}) falls by {t.delta:+.4f} when this token is replaced by the pad token",
                               f"rgba({r},{g},{b},{alpha:.2f})"))
-    legend = (f"<div style='font-size:0.85em;opacity:0.8;margin-top:6px'>P({html.escape(label)}) = {full:.3f}. "
-              f"Number under a token: P({html.escape(label)}) with it minus without it (occlusion). "
-              f"<span style='background:rgba({','.join(map(str, SPAM_COLOUR))},0.6)'>&nbsp;red&nbsp;</span> "
-              f"pushes towards {html.escape(label)}, "
-              f"<span style='background:rgba({','.join(map(str, HAM_COLOUR))},0.6)'>&nbsp;green&nbsp;</span> "
-              f"away from it.</div>")
-    return viz.chips_block(chips, "Which tokens made the decision", f"{len(tokens)} tokens") + legend
+    name = html.escape(label)
+    legend = (f"<div style='font-size:0.85em;opacity:0.8;margin-top:6px'>Verdict <b>{name}</b>, "
+              f"P({name}) = {explanation.prob:.3f}. Number under a token: P({name}) with it minus with it replaced "
+              f"by the neutral pad token &lt;|endoftext|&gt; (occlusion). "
+              f"<span style='background:rgba({','.join(map(str, own))},0.6)'>&nbsp;{name}&nbsp;</span> supports "
+              f"the verdict, <span style='background:rgba({','.join(map(str, other))},0.6)'>&nbsp;other&nbsp;</span>"
+              " argues against it, white: no effect.</div>")
+    return viz.chips_block(chips, "Which tokens made the decision", f"{len(explanation.tokens)} tokens") + legend
 
 
 def classify(choice, text, session_models=None):
@@ -192,16 +205,15 @@ def classify(choice, text, session_models=None):
     text, notices = clean_text(text, what="message")
     try:
         pred = predict(clf.model, text, clf.max_length, clf.labels)
-        target = len(clf.labels) - 1  # the last label: "spam"
-        full, tokens = explain_occlusion(clf.model, text, clf.max_length, target)
+        explanation = explain_occlusion(clf.model, text, clf.max_length, clf.labels.index(pred.label))
     except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(sentence(exc)) from None
     if pred.truncated:
         notices.append(pred.warning)
         gr.Warning(pred.warning)
     summary = f"**{pred.label}** ({pred.probs[pred.label]:.1%}) · {pred.num_tokens} tokens"
     return pred.probs, "\n\n".join(filter(None, [notices_md(notices), summary])), \
-        explanation_html(full, tokens, clf.labels[target])
+        explanation_html(explanation, clf.labels)
 
 
 def classify_many(choice, lines, upload, session_models=None):
@@ -260,6 +272,7 @@ def build(ctx) -> None:
     if current().describe():
         gr.Markdown(current().describe())
     gr.Markdown("#### Fine-tune · the base model is the one picked at the top of the page")
+    recipe_md = gr.Markdown(elem_id="spam-recipe")
     with gr.Row():
         data = gr.Radio([("balanced (the book)", "balanced"), ("full, imbalanced", "full")], value="balanced",
                         label="Data", elem_id="spam-data")
@@ -267,23 +280,23 @@ def build(ctx) -> None:
         k = gr.Slider(1, 48, value=2, step=1, label="k (last-k blocks)", elem_id="spam-k")
         rank = gr.Slider(1, 64, value=16, step=1, label="LoRA rank r (alpha = r)", elem_id="spam-rank")
     with gr.Row():
-        epochs = gr.Number(value=5, minimum=1, precision=0, label="Epochs", elem_id="spam-epochs")
-        lr = gr.Number(value=5e-5, label="Learning rate (book 5e-5; 1e-3 from scratch)", elem_id="spam-lr")
-        batch_size = gr.Number(value=8, minimum=1, precision=0, label="Batch size", elem_id="spam-batch")
+        epochs = gr.Number(value=5, minimum=1, maximum=10_000, precision=0, label="Epochs", elem_id="spam-epochs")
+        lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="spam-lr")
+        batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
+                               elem_id="spam-batch")
         max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
                               elem_id="spam-max-steps")
+        eval_batches = gr.Number(value=5, minimum=1, precision=0, label="Evaluation batches (book: 5)",
+                                 elem_id="spam-eval-batches")
         seed = gr.Number(value=123, precision=0, label="Seed", elem_id="spam-seed")
     keep = ctx.keep_checkbox("spam-keep")
     with gr.Row():
         train_btn = gr.Button("Fine-tune", variant="primary", elem_id="spam-train")
         stop_btn = gr.Button("Stop (keeps what was trained)", elem_id="spam-stop")
-    status = gr.Markdown(elem_id="spam-status")
-    with gr.Row():
-        loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", title="Loss",
-                                height=280, elem_id="spam-loss-plot")
-        acc_plot = gr.LinePlot(None, x="epoch", y="accuracy", color="kind",
-                               title="Accuracy per epoch (5 batches, as the book)", y_lim=[0, 1], height=280,
-                               elem_id="spam-acc-plot")
+    plots = {}
+    panel = run_panel("spam", lambda: plots.update(acc=gr.LinePlot(
+        None, x="epoch", y="accuracy", color="kind", title="Accuracy per epoch (the book's 5 batches)",
+        y_lim=[0, 1], height=320, elem_id="spam-acc-plot")))
     with gr.Row():
         with gr.Column():
             result_md = gr.Markdown(elem_id="spam-result")
@@ -315,18 +328,13 @@ def build(ctx) -> None:
         table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="spam-table")
         table_csv = gr.File(label="predictions (CSV)", interactive=False, elem_id="spam-csv")
 
-    train_btn.click(finetune, [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep,
-                               ctx.session_models, run_state, ctx.session_dir],
-                    [status, loss_plot, acc_plot, result_md, confusion, checkpoint, pending_models, picker,
-                     run_state, ctx.session_dir],
-                    api_name="finetune_spam", show_progress_on=[status],
-                    concurrency_limit=current().training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],
-        api_name="register_spam_classifier")
-    # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, measures the
-    # test accuracy and saves the model (a cancelled generator could do neither); it also works
-    # from gradio_client, which never triggers `cancels=`.
-    stop_btn.click(stop_run, [run_state], [status], api_name="stop_finetune")
+    ctx.on_model(fill_recipe, [policy, epochs, lr, batch_size, recipe_md])
+    wire(ctx, train_btn, stop_btn, finetune,
+         [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep, eval_batches,
+          ctx.session_models, run_state, ctx.session_dir],
+         [panel.status, panel.loss_plot, panel.lr_plot, plots["acc"], result_md, confusion, checkpoint,
+          pending_models, picker, run_state, ctx.session_dir], run_state, pending_models,
+         api_name="finetune_spam", stop_api="stop_finetune", register_api="register_spam_classifier")
     gr.on([classify_btn.click, message.submit], classify, [picker, message, ctx.session_models],
           [probs, note, explanation], api_name="classify", show_progress_on=[note])
     batch_btn.click(classify_many, [picker, lines, upload, ctx.session_models], [table, table_csv, batch_note],

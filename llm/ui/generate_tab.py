@@ -128,25 +128,19 @@ def _shown(p: float) -> float:
 
 
 def compare_cache(choice, prompt, max_new_tokens, session_models=None):
-    """Greedy generation with and without the KV cache: tokens/s of each and whether the tokens agree."""
-    from llm.generation import stream_generate
+    """Greedy generation with and without the KV cache, timed fairly (`llm.cache_speed`): the median
+    tokens/s of each, whether the tokens agree, and the speed-up or why there is none here."""
+    from llm.cache_speed import compare_kv_cache
 
     model = _language_model(choice, session_models)
-    n = min(int(max_new_tokens), CACHE_COMPARE_TOKENS, model.cfg.context_length)
+    n = min(number(max_new_tokens, "max new tokens", int, 1, current().max_new_tokens), CACHE_COMPARE_TOKENS,
+            model.cfg.context_length)
     ids, notices = encode_for_model(prompt, model, keep="end")
-    results = {}
-    for use_cache in (True, False):
-        for _ in stream_generate(model, ids, 2, use_cache=use_cache):  # warm up before timing
-            pass
-        start = time.perf_counter()
-        tokens = [t.id for t in stream_generate(model, ids, n, temperature=0.0, use_cache=use_cache, eos_id=None)]
-        results[use_cache] = (tokens, len(tokens) / (time.perf_counter() - start))
-    (with_ids, with_rate), (without_ids, without_rate) = results[True], results[False]
-    same = "the same tokens ✓" if with_ids == without_ids else "different tokens (numerical ties)"
-    table = (f"| | tokens/s |\n|---|---|\n| with KV cache | **{with_rate:.1f}** |\n"
-             f"| without (whole window recomputed each step) | **{without_rate:.1f}** |\n\n"
-             f"{n} greedy tokens each; speed-up **×{with_rate / without_rate:.1f}**; both runs gave {same}. "
-             "The cache saves more the larger the model and the longer the text.")
+    c = compare_kv_cache(model, ids, n)
+    same = "the same tokens ✓" if c.same_tokens else "different tokens (numerical ties)"
+    table = (f"| | tokens/s (median of {c.runs}) |\n|---|---|\n| with KV cache | **{c.with_cache:.1f}** |\n"
+             f"| without (whole window recomputed each step) | **{c.without_cache:.1f}** |\n\n"
+             f"{c.tokens} greedy tokens each after a warm-up; both runs gave {same}. {c.explain()}")
     return "\n\n".join(filter(None, [notices_md(notices), table]))
 
 
@@ -186,5 +180,6 @@ def build(ctx) -> None:
     gr.on([run.click, prompt.submit, temperature.change, top_k.change, top_p.change, ctx.picker.change],
           next_token, [ctx.picker, prompt, temperature, top_k, top_p, ctx.session_models],
           [dist_plot, dist_table, dist_status], api_name="next_token")
+    ctx.picker.change(lambda: "", None, [cache_report], api_name=False)  # a comparison belongs to its model
     compare.click(compare_cache, [ctx.picker, prompt, max_new, ctx.session_models], [cache_report],
                   api_name="compare_cache")

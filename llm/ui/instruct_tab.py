@@ -1,5 +1,7 @@
 """Instruct tab (chapter 7): fine-tune a GPT to follow instructions, chat with it, and write the
-answers the judge tab scores. Handlers are thin: the work is done by `llm.instruct`."""
+answers the judge tab scores. Handlers are thin: the work is done by `llm.instruct`; the fine-tuning
+job (one job shape of `llm.jobs`) is driven by the one live view of `run_view`, with the recipe that
+fits the base (`llm.recipes.instruct_recipe`)."""
 from __future__ import annotations
 
 import tempfile
@@ -11,8 +13,8 @@ import gradio as gr
 
 from llm.limits import current
 
-from .shared import (DEFAULT_MODEL, SESSION_TTL_S, adopt_session_models, checkpoint_folder, find_entry, get_model,
-                     line_frame, number, picker_update, register_session_model, saved_where, stop_run)
+from .run_view import drive, run_panel, sentence, wire
+from .shared import DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, get_model, number, stop_run
 
 TITLE = "Instruct & chat"
 
@@ -26,14 +28,14 @@ book's settings (AdamW, lr 5e-5, weight decay 0.1, 2 epochs, batch 8) on 935 rec
 110 for testing (the book's unshuffled split). After every evaluation the model answers a fixed validation
 instruction, so you can watch it learn the format.
 
-*The base model is the one picked at the top of the page. A preset has random weights: it learns the format
-but not the answers (try lr 1e-3 and a few hundred steps). The book starts from GPT-2 medium (355M).*"""
+*The base model is the one picked at the top of the page; the recipe follows it. A pretrained model gets the
+book's settings; a preset has random weights and gets a from-scratch recipe (lr 1e-3 with warm-up and cosine
+decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M).*"""
 
 CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned."
 INSTRUCT_TASKS = ("instruct", "lm")
 #: Below this many parameters a model is "tiny": it can learn the format, not the knowledge.
 TINY_PARAMETERS = 50_000_000
-UPDATE_EVERY_S = 1.0
 RESPONSES_UPDATE_EVERY_S = 0.5
 
 
@@ -89,78 +91,80 @@ def _samples_text(samples: list[tuple[int, str]], entry: dict) -> str:
     return head + "\n" + "\n".join(lines)
 
 
+def base_recipe(base, session_models=None):
+    """(recipe, reason): the book's for a pretrained base, the from-scratch one for random weights."""
+    from llm.recipes import instruct_recipe, is_random_base, recipe_reason
+
+    entry = find_entry(base, session_models)
+    random_base = is_random_base(base, entry.kind if entry is not None else None)
+    recipe = instruct_recipe(random_base)
+    return recipe, recipe_reason(random_base, entry.label if entry is not None else str(base), recipe)
+
+
+def fill_recipe(base, session_models=None):
+    """The form's epochs, lr and batch from the base's recipe, and the sentence saying why."""
+    recipe, reason = base_recipe(base, session_models)
+    return recipe.epochs, recipe.lr, recipe.batch_size, reason
+
+
 def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions, keep=False,
-             session_models=None, run_state=None, session_dir=None):
+             eval_batches=5, session_models=None, run_state=None, session_dir=None):
     """Fine-tune the picked model on instructions; streams loss, samples and status; saves a checkpoint."""
     from llm.catalog import load_model
-    from llm.instruct import default_checkpoint_name, finetune_instruct, instruct_train_config, split_instruction_data
+    from llm.instruct import default_checkpoint_name, finetune_instruct, split_instruction_data
 
-    limits = current()
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
     entry = find_entry(base, session_models)
     if entry is not None and entry.task == "classifier":
         raise gr.Error(f"{entry.label} is a classifier (a 2-way output head): pick a language model or an "
                        "instruct model as the base.")
-    epochs = number(epochs, "Epochs", int, 1)
-    max_steps = number(max_steps, "Max steps", int, 0) or None
-    batch_size = number(batch_size, "Batch size", int, 1)
+    recipe, reason = base_recipe(base, session_models)
     try:
-        config = instruct_train_config(lr=number(lr, "Learning rate"), epochs=epochs, max_steps=max_steps)
+        settings = recipe.with_(
+            epochs=number(epochs, "Epochs", int, 1, 10_000), lr=number(lr, "Learning rate"),
+            max_steps=number(max_steps, "Max steps", int, 0, 10_000_000) or None,
+            batch_size=number(batch_size, "Batch size", int, 1, 65_536), mask_instructions=bool(mask_instructions),
+            eval_batches=number(eval_batches, "Evaluation batches", int, 1, 100_000) if eval_batches else None)
+        settings.validate()
     except ValueError as exc:
-        raise gr.Error(str(exc)) from None
+        raise gr.Error(sentence(exc)) from None
     splits = split_instruction_data(_records(source, upload, "to fine-tune on"))
     if not splits.train:
         raise gr.Error("The file has too few records to split 85/5/10: give at least 2.")
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
-    same = gr.update()
-    yield "Loading the base model and tokenizing the data…", same, "", same, same, same, stop, target.session_dir
-    base_label = entry.label if entry is not None else str(base)
-    out = target.folder / default_checkpoint_name(base)
-    try:
+    intro = (reason.replace(" The values stay editable.", "") + f"\n\n{len(splits.train):,} train / "
+             f"{len(splits.val):,} validation records" + (" · instruction masked out of the loss"
+                                                          if mask_instructions else ""))
+
+    def start():
         model = load_model(base, fresh=True).model  # a private copy: the cached model stays as it is
-        run = finetune_instruct(model, splits.train, splits.val, config, batch_size, bool(mask_instructions),
-                                training={"base": str(base), "data": "uploaded file" if source == "upload"
-                                          else "instruction-data.json"})
-        limits.check_training(sum(p.numel() for p in model.parameters()), run.run.total_steps)
-    except ValueError as exc:
-        raise gr.Error(str(exc)) from None
-    intro = (f"Base **{base_label}** · {len(splits.train):,} train / {len(splits.val):,} validation records · "
-             f"sequences cut at {run.allowed_max_length} tokens"
-             + (" · instruction masked out of the loss" if mask_instructions else "")
-             + (f" · {run.dropped} records dropped (instruction fills the context)" if run.dropped else ""))
-    losses, samples, last, event = [], [], 0.0, None
-    for event in run:
-        if event.kind == "eval":
-            losses.append((event.step, event.metrics["train_loss"], "train loss"))
-            if "val_loss" in event.metrics:
-                losses.append((event.step, event.metrics["val_loss"], "validation loss"))
-            if event.sample is not None:
-                samples.append((event.step, event.sample))
-        if stop.is_set() or event.kind == "done" or event.elapsed > limits.max_train_seconds:
-            break
-        if event.kind == "eval" or time.perf_counter() - last >= UPDATE_EVERY_S:
-            last = time.perf_counter()
-            left = f" · about {event.remaining:.0f} s left" if event.remaining else ""
-            status = (f"{intro}\n\nStep **{event.step} / {event.total_steps}** · epoch {event.epoch} · "
-                      f"loss {event.train_loss:.3f} · {event.tokens_per_s:,.0f} tokens/s{left}")
-            yield (status, line_frame(losses, "step", "loss"), _samples_text(samples, run.sample_entry),
-                   same, same, same, stop, target.session_dir)
-    run.close()
-    path = run.save(out)
-    done = event is not None and event.kind == "done"
-    val = next((e["metrics"].get("val_loss") for e in reversed(run.run.history) if "val_loss" in e["metrics"]), None)
-    label = f"instruct · {Path(str(base)).name} · {event.step if event else 0} steps"
-    session_models = register_session_model(session_models, path, label, task="instruct")
-    key = str(Path(path).resolve())
-    ending = "✅ Done." if done else f"⏹ Stopped after {event.step if event else 0} steps."
-    if not done and not stop.is_set():
-        ending += f" This Space limits a run to {limits.max_train_seconds / 60:.0f} minutes."
-    status = (f"{intro}\n\n{ending} Saved `{Path(path).name}`"
-              + (f" (validation loss {val:.3f})" if val is not None else "")
-              + f" ({saved_where(target.in_catalog)}) — it is now selected in the chat below.")
-    yield (status, line_frame(losses, "step", "loss"), _samples_text(samples, run.sample_entry), str(path),
-           session_models, picker_update(session_models, tasks=INSTRUCT_TASKS, select=key), None, target.session_dir)
+        job = finetune_instruct(model, splits.train, splits.val, settings, training={
+            "base": str(base), "data": "uploaded file" if source == "upload" else "instruction-data.json"})
+        current().check_training(sum(p.numel() for p in model.parameters()), job.total_steps)
+        return job
+
+    def label(result):
+        return f"instruct · {Path(str(base)).name} · {result.steps} steps"
+
+    same, entry_shown = gr.update(), {}
+    for frame in drive(start, lambda job: target.folder / default_checkpoint_name(base), intro, stop,
+                       label=label, task="instruct", session_models=session_models, in_catalog=target.in_catalog,
+                       picker_tasks=INSTRUCT_TASKS):
+        live = frame.live
+        if not entry_shown and live.last is not None:
+            entry_shown["entry"] = splits.val[0] if splits.val else splits.train[0]
+        samples = (_samples_text([(e.step, e.sample) for e in live.samples], entry_shown["entry"])
+                   if entry_shown else "")
+        if frame.final:
+            val = frame.result.metrics.get("val_loss")
+            status = frame.status + (f" Validation loss {val:.3f}." if val is not None else "") + \
+                " It is now selected in the chat below."
+            yield (status, live.loss_plot(), live.lr_plot(), samples, str(frame.result.path), frame.session_models,
+                   frame.picker, None, target.session_dir)
+        else:
+            yield (frame.status, live.loss_plot(), live.lr_plot(), samples, None if live.last is None else same,
+                   same, same, stop, target.session_dir)
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -291,26 +295,30 @@ def build(ctx) -> None:
             upload = gr.File(label="Instruction JSON: [{instruction, input, output}, …]", file_types=[".json"],
                              type="filepath", height=110, elem_id="inst-upload")
             upload_note = gr.Markdown(elem_id="inst-upload-note")
+        recipe_md = gr.Markdown(elem_id="inst-recipe")
         with gr.Row():
-            epochs = gr.Number(value=2, minimum=1, precision=0, label="Epochs", elem_id="inst-epochs")
-            lr = gr.Number(value=5e-5, label="Learning rate (book 5e-5; 1e-3 from scratch)", elem_id="inst-lr")
-            batch_size = gr.Number(value=8, minimum=1, precision=0, label="Batch size", elem_id="inst-batch")
+            epochs = gr.Number(value=2, minimum=1, maximum=10_000, precision=0, label="Epochs", elem_id="inst-epochs")
+            lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="inst-lr")
+            batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
+                                   elem_id="inst-batch")
             max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
                                   elem_id="inst-max-steps")
+            eval_batches = gr.Number(value=5, minimum=1, precision=0, label="Evaluation batches (book: 5)",
+                                     elem_id="inst-eval-batches")
             mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",
                                elem_id="inst-mask")
         keep = ctx.keep_checkbox("inst-keep")
         with gr.Row():
             train_btn = gr.Button("Fine-tune", variant="primary", elem_id="inst-train")
             stop_btn = gr.Button("Stop (saves what was trained)", elem_id="inst-stop")
-        status = gr.Markdown(elem_id="inst-status")
-        with gr.Row():
-            loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", title="Loss",
-                                    height=300, elem_id="inst-loss-plot", scale=3)
-            with gr.Column(scale=2):
-                samples = gr.Textbox(label="Response to a validation instruction after each evaluation", lines=11,
-                                     interactive=False, elem_id="inst-samples")
-                checkpoint = gr.File(label="instruct checkpoint", interactive=False, elem_id="inst-checkpoint")
+        boxes = {}
+
+        def side():
+            boxes["samples"] = gr.Textbox(label="Response to a validation instruction after each evaluation",
+                                          lines=11, interactive=False, elem_id="inst-samples")
+            boxes["checkpoint"] = gr.File(label="instruct checkpoint", interactive=False, elem_id="inst-checkpoint")
+
+        panel = run_panel("inst", side)
 
     gr.Markdown("#### Chat (section 7.5) · each message is sent as an Alpaca instruction")
     picker = ctx.model_picker("Chat model (instruction-tuned or language models)", tasks=INSTRUCT_TASKS,
@@ -353,19 +361,14 @@ def build(ctx) -> None:
     upload.change(check_upload, [upload], [upload_note], api_name="check_instruction_file")
     upload.upload(lambda: "upload", None, [source], api_name=False)
     resp_upload.upload(lambda: "upload", None, [resp_source], api_name=False)
-    # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, saves the model
-    # (or the answers) it has and registers it; calls from gradio_client can stop it too.
-    # The new model reaches the session in two steps: first the chat picker shows it (with choices built
-    # from the new list), then `.then` adopts the list. Updating both at once let the session's picker
-    # refresh read the picker's old value and switch it back.
-    train_btn.click(finetune, [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep,
-                               ctx.session_models, train_state, ctx.session_dir],
-                    [status, loss_plot, samples, checkpoint, pending_models, picker, train_state, ctx.session_dir],
-                    api_name="finetune_instruct", show_progress_on=[status],
-                    concurrency_limit=current().training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],
-        api_name="register_instruct")
-    stop_btn.click(stop_run, [train_state], [status], api_name="stop_finetune_instruct")
+    # Stop (for Generate responses) sets the run's Event: the run ends on its own and keeps what it has.
+    ctx.on_model(fill_recipe, [epochs, lr, batch_size, recipe_md])
+    wire(ctx, train_btn, stop_btn, finetune,
+         [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep, eval_batches,
+          ctx.session_models, train_state, ctx.session_dir],
+         [panel.status, panel.loss_plot, panel.lr_plot, boxes["samples"], boxes["checkpoint"], pending_models,
+          picker, train_state, ctx.session_dir], train_state, pending_models,
+         api_name="finetune_instruct", stop_api="stop_finetune_instruct", register_api="register_instruct")
     gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
           [note], api_name=False)
     gr.on([send_btn.click, message.submit], chat,

@@ -6,7 +6,8 @@ chapter-5 run with a time estimate measured here, the model picked at the top of
 or a custom size); presses Start and watches one loss plot, a status line and a timeline of samples.
 Stop keeps (saves) what was trained; the result is registered for this session and selected in the
 shared picker, so Generate, Attention and Embeddings use it at once. The work is done by
-`llm.pretraining` and the one loop of `llm.training`; these handlers only check input and render.
+`llm.pretraining` (a job of `llm.jobs`), driven by the one live view of `run_view`; these handlers
+only check input and render.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ import gradio as gr
 
 from llm.limits import current
 
-from .shared import (SESSION_TTL_S, adopt_session_models, checkpoint_folder, get_model, line_frame, number,
-                     picker_update, register_session_model, saved_where, stop_run)
+from .run_view import drive, duration, run_panel, sentence, wire
+from .shared import SESSION_TTL_S, checkpoint_folder, get_model, number
 
 TITLE = "Pretrain"
 
@@ -40,27 +41,17 @@ loss keeps going down: the model starts to memorise (overfit) a short text."""
 #: Model choices: (label, value).
 MODES = [("lecture preset: 4 layers × 128 wide, loss below 1 in about a minute", "lecture"),
          ("the book's chapter-5 run: 124M shape, context 256 (slow on a CPU)", "book-ch05"),
+         ("continue pretraining the Wharton GPT (the lab's bundled model)", "wharton"),
          ("continue training the model picked at the top of the page", "continue"),
          ("custom size", "custom")]
 #: Models picked to continue from may be language or instruction-tuned models (same output head).
 LM_TASKS = ("lm", "instruct")
-#: Seconds between two live updates of the status line (evaluations always update).
-UPDATE_EVERY_S = 1.0
 #: From this many parameters on, Start first measures the speed here and shows the estimate.
 ESTIMATE_FROM_PARAMETERS = 30_000_000
 #: Bounds of the custom model's shape (the Space's limits may be lower: see llm.limits).
 CUSTOM_BOUNDS = {"emb_dim": (8, 1024), "n_layers": (1, 24), "n_heads": (1, 32), "context": (8, 1024)}
 MAX_PROMPT_CHARS = 500
 UPLOAD = "upload"
-
-
-def sentence(exc: Exception) -> str:
-    """A library's message as a sentence: capitalised (unless it starts with a file name), with a full stop."""
-    text = str(exc).strip()
-    first = text.split(" ", 1)[0]
-    if text and "." not in first and "/" not in first:
-        text = text[0].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 # --- the text ---------------------------------------------------------------------------------
@@ -142,15 +133,46 @@ def data_preview(source, upload, max_length, stride, batch_size, epochs, max_ste
 
 # --- the model --------------------------------------------------------------------------------
 
-def mode_settings(mode: str):
-    """The `PretrainSettings` a model choice starts from (the fields of the form are filled with them)."""
+def mode_settings(mode: str, random_base: bool = False):
+    """The `PretrainSettings` a model choice starts from (the fields of the form are filled with them).
+
+    The recipe follows the base: a new model (or a random preset picked to continue) gets the lecture's
+    from-scratch recipe; a pretrained one (GPT-2, the Wharton GPT, a trained checkpoint) small steps.
+    """
     from llm.config import SETTINGS
 
     if mode == "book-ch05":
         return SETTINGS["book-ch05"]
-    if mode == "continue":  # a trained model needs small steps, or it forgets what it knew
-        return SETTINGS["lecture"].with_(lr=1e-4, min_lr=1e-5, epochs=3)
+    if mode in ("continue", "wharton") and not random_base:  # small steps, or it forgets what it knew
+        return SETTINGS["lecture"].with_(lr=1e-4, min_lr=1e-5, epochs=3, note=CONTINUE_NOTE)
     return SETTINGS["lecture"]
+
+
+CONTINUE_NOTE = ("the continue recipe for a pretrained model: peak lr 1e-4 (40x below the lecture's), cosine to "
+                 "1e-5, 3 epochs — large steps would wipe out what it learnt")
+
+
+def is_random(mode: str, base, session_models=None) -> bool:
+    """Whether the model a run starts from has random weights (a new model, or a preset picked to continue)."""
+    from llm.recipes import is_random_base
+
+    from .shared import find_entry
+
+    if mode in ("lecture", "book-ch05", "custom"):
+        return True
+    if mode == "wharton":
+        return False
+    entry = find_entry(base, session_models)
+    return is_random_base(base, entry.kind if entry is not None else None)
+
+
+def recipe_line(mode, base, session_models=None) -> str:
+    """Which recipe the form holds for this choice, and why."""
+    random_base = is_random(mode, base, session_models)
+    s = mode_settings(mode, random_base)
+    why = ("it starts from random weights" if random_base else "it starts from a pretrained model")
+    return (f"Recipe: **{s.note}** — chosen because {why}. Peak lr {s.lr:g} ({s.schedule}), {s.epochs} epochs, "
+            f"batch {s.batch_size}; the values below stay editable.")
 
 
 def model_config(mode, base, emb_dim, n_layers, n_heads, context, session_models=None):
@@ -159,6 +181,8 @@ def model_config(mode, base, emb_dim, n_layers, n_heads, context, session_models
 
     if mode in ("lecture", "book-ch05"):
         return get_config(mode_settings(mode).model)
+    if mode == "wharton":
+        return bundled_checkpoint().model.cfg
     if mode == "continue":
         return get_model(base, session_models, tasks=LM_TASKS).model.cfg
     if mode != "custom":
@@ -172,6 +196,17 @@ def model_config(mode, base, emb_dim, n_layers, n_heads, context, session_models
                          n_layers=values["n_layers"], drop_rate=0.0)
     except ValueError as exc:
         raise gr.Error(f"Custom model: {exc}.") from None
+
+
+def bundled_checkpoint():
+    """The bundled Wharton GPT from the catalog's cache; a plain gr.Error while it is not there yet."""
+    from llm.paths import BUNDLED_KEY, BUNDLED_MODEL
+
+    if not BUNDLED_MODEL.is_file():
+        raise gr.Error(f"The bundled Wharton GPT is not in this copy of the lab yet ({BUNDLED_MODEL.name} is "
+                       "missing from assets/models): train it with `python -m llm pretrain --preset wharton`, or "
+                       "pick another model.")
+    return get_model(BUNDLED_KEY)
 
 
 def describe_config(cfg) -> str:
@@ -190,6 +225,9 @@ def model_preview(mode, base, emb_dim, n_layers, n_heads, context, session_model
     line = describe_config(cfg)
     if mode == "continue":
         line = f"Continue **{base}**: {line}. Its weights are copied; the original stays as it is."
+    elif mode == "wharton":
+        line = (f"Continue the **Wharton GPT** (pretrained by the lab on Edith Wharton's fiction): {line}. "
+                "Its weights are copied; the bundled model stays as it is.")
     elif mode != "custom":
         note = mode_settings(mode).note
         line = f"{line}. {note[:1].upper()}{note[1:]}."
@@ -199,14 +237,14 @@ def model_preview(mode, base, emb_dim, n_layers, n_heads, context, session_model
     limit = current().max_train_parameters
     if cfg.num_parameters() > limit:
         line += f"\n\n⚠️ Beyond this lab's training limit of {limit / 1e6:.0f}M parameters."
-    return line
+    return line + "\n\n" + recipe_line(mode, base, session_models)
 
 
-def fill_form(mode):
-    """The form's data and optimizer fields for a model choice, and whether the custom shape shows."""
-    s = mode_settings(mode)
+def fill_form(mode, base=None, session_models=None):
+    """The form's data and optimizer fields for a model choice (its recipe), and whether the custom shape shows."""
+    s = mode_settings(mode, is_random(mode, base, session_models))
     return (s.context_length, s.stride, s.batch_size, s.lr, s.weight_decay, s.epochs, s.eval_every,
-            gr.update(visible=mode == "custom"))
+            s.eval_batches or 0, gr.update(visible=mode == "custom"))
 
 
 # --- the plan of a run -----------------------------------------------------------------------
@@ -226,7 +264,7 @@ class Plan:
 
     def intro(self) -> str:
         s, d = self.settings, self.data
-        what = f"**{self.base}** (continued)" if self.mode == "continue" else f"a new **{self.mode}** model"
+        what = f"**{self.base}** (continued)" if self.base else f"a new **{self.mode}** model"
         return (f"Training {what}: {self.cfg.num_parameters() / 1e6:.1f}M parameters on **{self.text_name}** · "
                 f"{d.train_windows:,} windows of {s.context_length} (stride {s.stride}) → "
                 f"{len(d.train_loader):,} batches of {s.batch_size} → {self.total_steps:,} steps · "
@@ -234,7 +272,8 @@ class Plan:
 
 
 def make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride, batch_size,
-              epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models=None) -> Plan:
+              epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models=None,
+              eval_batches=None) -> Plan:
     """Check every input of a run and build its loaders; anything wrong becomes a clear gr.Error."""
     from llm.pretraining import make_loaders
 
@@ -242,17 +281,21 @@ def make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, m
         raise gr.Error("Type a prompt for the samples, e.g. 'Every effort moves you'.")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise gr.Error(f"The sample prompt has {len(prompt):,} characters; use at most {MAX_PROMPT_CHARS}.")
-    base_settings = mode_settings(mode)
-    lr = number(lr, "Learning rate")
+    base_settings = mode_settings(mode, is_random(mode, base, session_models))
+    lr = number(lr, "Learning rate", float, 1e-8, 1.0)
+    if eval_batches is not None:  # 0: the whole loaders (slow on a long text)
+        batches = number(eval_batches, "Evaluation batches", int, 0, 100_000)
+        base_settings = base_settings.with_(eval_batches=batches or None)
     settings = base_settings.with_(
-        context_length=number(max_length, "max_length (window length)", int, 1),
-        stride=number(stride, "Stride", int, 1), batch_size=number(batch_size, "Batch size", int, 1),
-        epochs=number(epochs, "Epochs", int, 1), max_steps=number(max_steps, "Max steps", int, 0) or None,
+        context_length=number(max_length, "max_length (window length)", int, 1, 100_000),
+        stride=number(stride, "Stride", int, 1, 100_000), batch_size=number(batch_size, "Batch size", int, 1, 65_536),
+        epochs=number(epochs, "Epochs", int, 1, 10_000),
+        max_steps=number(max_steps, "Max steps", int, 0, 10_000_000) or None,
         lr=lr, min_lr=base_settings.min_lr * lr / base_settings.lr if lr > 0 else 0.0,
-        weight_decay=number(weight_decay, "Weight decay"), seed=number(seed, "Seed", int, 0),
-        eval_every=number(eval_every, "Evaluate every", int, 1), prompt=prompt)
-    if mode in ("continue", "custom"):  # recorded in the checkpoint's training facts; the shape is its config
-        settings = settings.with_(model=str(base) if mode == "continue" else "custom")
+        weight_decay=number(weight_decay, "Weight decay", float, 0, 10), seed=number(seed, "Seed", int, 0, 2**63 - 1),
+        eval_every=number(eval_every, "Evaluate every", int, 1, 10_000_000), prompt=prompt)
+    if mode in ("continue", "custom", "wharton"):  # recorded in the training facts; the shape is its config
+        settings = settings.with_(model={"continue": str(base), "custom": "custom", "wharton": "wharton-gpt"}[mode])
     try:
         config = settings.train_config()  # validates lr, weight decay, epochs...
     except ValueError as exc:
@@ -269,7 +312,8 @@ def make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, m
         current().check_training(cfg.num_parameters(), total_steps)
     except ValueError as exc:
         raise gr.Error(sentence(exc)) from None
-    return Plan(mode, base if mode == "continue" else None, text, name, settings, cfg, data, total_steps)
+    return Plan(mode, base if mode == "continue" else ("wharton-gpt" if mode == "wharton" else None), text, name,
+                settings, cfg, data, total_steps)
 
 
 @functools.lru_cache(maxsize=16)
@@ -278,17 +322,6 @@ def measured_seconds(cfg, batch_size: int, context: int, steps: int, forwards: i
     from llm.pretraining import estimate_seconds
 
     return estimate_seconds(cfg, batch_size, context, steps, forwards)
-
-
-def duration(seconds: float | None) -> str:
-    """Seconds as '45 s', '9:31 min' or '2.5 h' ('…' while unknown)."""
-    if seconds is None or not math.isfinite(seconds):
-        return "…"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{int(seconds // 60)}:{int(seconds % 60):02d} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def estimate_line(plan: Plan) -> str:
@@ -331,27 +364,7 @@ def timeline_html(prompt: str, samples: list[dict]) -> str:
             "rgba(128,128,128,.3);border-radius:6px'>" + "".join(items) + "</div>")
 
 
-def status_line(intro: str, event) -> str:
-    """The live line: step, tokens seen, loss, learning rate, speed, elapsed and remaining time."""
-    return (f"{intro}\n\nStep **{event.step:,} / {event.total_steps:,}** · epoch {event.epoch} · "
-            f"**{event.seen:,}** tokens seen · loss {event.train_loss:.3f} · lr {event.lr:.2e} · "
-            f"{event.tokens_per_s:,.0f} tokens/s · elapsed {duration(event.elapsed)} · "
-            f"remaining ≈ {duration(event.remaining)}")
-
-
-def final_losses(job, history: list[dict], step: int) -> dict[str, float]:
-    """The last evaluation's losses, or (after an early stop) the losses of the model as it is now."""
-    from llm.pretraining import calc_loss_loader
-
-    last = history[-1] if history else None
-    if last is not None and last["step"] == step:
-        return last["metrics"]
-    n = job.settings.eval_batches
-    return {"train_loss": calc_loss_loader(job.data.train_loader, job.model, num_batches=n),
-            "val_loss": calc_loss_loader(job.data.val_loader, job.model, num_batches=n)}
-
-
-def result_md(losses: dict, path: Path, in_catalog: bool) -> str:
+def result_md(losses: dict) -> str:
     from llm.pretraining import perplexity
 
     train, val = losses.get("train_loss"), losses.get("val_loss")
@@ -361,8 +374,8 @@ def result_md(losses: dict, path: Path, in_catalog: bool) -> str:
                      f"{perplexity(train):,.1f} (loss {train:.3f})")
     lines.append("Perplexity = exp(loss): the model is as unsure about the next token as a uniform choice "
                  "among that many tokens (section 5.1.2); an untrained model is near 50,257.")
-    lines.append(f"Saved `{path.name}` ({saved_where(in_catalog)}) — it is now **selected in "
-                 "the model picker at the top**: try it in **Generate**, **Attention** and **Embeddings**.")
+    lines.append("The model is now **selected in the model picker at the top**: try it in **Generate**, "
+                 "**Attention** and **Embeddings**.")
     return "\n\n".join(lines)
 
 
@@ -373,9 +386,8 @@ def fresh_model(plan: Plan):
     from llm.catalog import load_model
     from llm.model import GPTModel
 
-    if plan.mode == "continue":
-        model = load_model(plan.base, fresh=True).model  # a private copy
-        return model.requires_grad_(True)
+    if plan.base is not None:
+        return load_model(plan.base, fresh=True).model.requires_grad_(True)  # a private copy
     if plan.mode == "custom":
         torch.manual_seed(plan.settings.seed)
         return GPTModel(plan.cfg)
@@ -383,69 +395,45 @@ def fresh_model(plan: Plan):
 
 
 def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride, batch_size,
-                 epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, keep=False, session_models=None,
-                 run_state=None, session_dir=None):
-    """Train, streaming (status, loss plot, samples timeline); save, register and select the model at the end."""
+                 epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, keep=False, eval_batches=None,
+                 session_models=None, run_state=None, session_dir=None):
+    """Train, streaming (status, loss plot, learning rate, samples); save, register and select the model."""
     from llm.pretraining import pretrain
 
     plan = make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride,
-                     batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models)
-    limits = current()
+                     batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models,
+                     eval_batches)
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
-    same = gr.update()
     intro = plan.intro()
-
-    def out(status, plot=same, timeline=same, result=same, file=same, pending=same, picker=same, state=stop):
-        return status, plot, timeline, result, file, pending, picker, state, target.session_dir
-
-    yield out(f"{intro}\n\nBuilding the model…", timeline=timeline_html(prompt, []), result="", file=None)
     if plan.cfg.num_parameters() >= ESTIMATE_FROM_PARAMETERS:
-        yield out(f"{intro}\n\n⏱ Measuring how fast this machine trains this model (a few real steps)…")
         intro += "\n\n" + estimate_line(plan)
-        yield out(f"{intro}\n\nStarting…")
-    try:
-        job = pretrain(plan.text, plan.settings, model=fresh_model(plan))
-    except ValueError as exc:  # a checkpoint that cannot be loaded (CheckpointError), bad settings
-        raise gr.Error(sentence(exc)) from None
-    rows, samples, last, event = [], [], 0.0, None
-    for event in job:
-        if event.kind == "eval":
-            rows.append((event.seen, event.metrics["train_loss"], "train loss"))
-            if "val_loss" in event.metrics:
-                rows.append((event.seen, event.metrics["val_loss"], "validation loss"))
-            if event.sample is not None:
-                samples.append({"step": event.step, "seen": event.seen, "text": event.sample,
-                                "val_loss": event.metrics.get("val_loss")})
-        if stop.is_set() or event.kind == "done" or event.elapsed > limits.max_train_seconds:
-            break
-        if event.kind == "eval" or time.perf_counter() - last >= UPDATE_EVERY_S:
-            last = time.perf_counter()
-            yield out(status_line(intro, event), line_frame(rows, "tokens_seen", "loss"),
-                      timeline_html(prompt, samples))
-    job.run.close()
-    done = event is not None and event.kind == "done"
-    steps = job.run.state.step
-    if not done:
-        yield out(f"{intro}\n\n⏹ Stopping after step {steps:,}: measuring the losses and saving…",
-                  line_frame(rows, "tokens_seen", "loss"), timeline_html(prompt, samples))
-    losses = final_losses(job, job.run.history, steps)
-    name = f"pretrained-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}-{steps}steps.safetensors"
-    path = Path(job.save(target.folder / name, resumable=False, text_name=plan.text_name))
-    if done:
-        ending = (f"✅ Done: {steps:,} steps, {job.run.state.seen:,} tokens in {duration(event.elapsed)} "
-                  f"({event.tokens_per_s:,.0f} tokens/s).")
-    else:
-        ending = f"⏹ Stopped after {steps:,} of {plan.total_steps:,} steps; what was trained is saved."
-        if not stop.is_set():
-            ending += f" This lab limits a run to {duration(limits.max_train_seconds)}."
-    val = losses.get("val_loss")
-    label = f"pretrained · {plan.mode} · {plan.text_name} · {steps} steps" + \
-        (f" · val loss {val:.2f}" if val is not None and math.isfinite(val) else "")
-    session_models = register_session_model(session_models, path, label)
-    yield out(f"{intro}\n\n{ending}", line_frame(rows, "tokens_seen", "loss"), timeline_html(prompt, samples),
-              result_md(losses, path, target.in_catalog), str(path), session_models,
-              picker_update(session_models, select=str(path.resolve())), None)
+
+    def start():
+        return pretrain(plan.text, plan.settings, model=fresh_model(plan), data=plan.data, text_name=plan.text_name)
+
+    def path_for(job):
+        return target.folder / f"pretrained-{plan.mode}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+
+    def label(result):
+        val = result.metrics.get("val_loss")
+        return (f"pretrained · {plan.mode} · {plan.text_name} · {result.steps} steps"
+                + (f" · val loss {val:.2f}" if val is not None and math.isfinite(val) else ""))
+
+    same = gr.update()
+    for frame in drive(start, path_for, intro, stop, label=label, task="lm", session_models=session_models,
+                       in_catalog=target.in_catalog):
+        live = frame.live
+        samples = [{"step": e.step, "seen": e.seen, "text": e.sample, "val_loss": e.metrics.get("val_loss")}
+                   for e in live.samples]
+        if frame.final:
+            yield (frame.status, live.loss_plot(), live.lr_plot(), timeline_html(prompt, samples),
+                   result_md(frame.result.metrics), str(frame.result.path), frame.session_models, frame.picker,
+                   None, target.session_dir)
+        else:
+            yield (frame.status, live.loss_plot(), live.lr_plot(), timeline_html(prompt, samples), "" if
+                   live.last is None else same, None if live.last is None else same, same, same, stop,
+                   target.session_dir)
 
 
 # --- layout -----------------------------------------------------------------------------------
@@ -469,13 +457,14 @@ def build(ctx) -> None:
         upload = gr.File(label=f"Upload a .txt (UTF-8 text, up to {MAX_TEXT_BYTES / 1e6:.0f} MB)",
                          file_types=[".txt"], type="filepath", height=110, elem_id="pt-upload")
     with gr.Row():
-        max_length = gr.Number(value=lecture.context_length, precision=0,
+        max_length = gr.Number(value=lecture.context_length, precision=0, minimum=1,
                                label="max_length (tokens per window)", elem_id="pt-max-length")
-        stride = gr.Number(value=lecture.stride, precision=0, label="stride", elem_id="pt-stride")
-        batch_size = gr.Number(value=lecture.batch_size, precision=0, label="Batch size",
+        stride = gr.Number(value=lecture.stride, precision=0, minimum=1, label="stride", elem_id="pt-stride")
+        batch_size = gr.Number(value=lecture.batch_size, precision=0, minimum=1, maximum=65_536, label="Batch size",
                                elem_id="pt-batch")
-        epochs = gr.Number(value=lecture.epochs, precision=0, label="Epochs", elem_id="pt-epochs")
-        max_steps = gr.Number(value=0, precision=0, label="Max steps (0: all epochs)",
+        epochs = gr.Number(value=lecture.epochs, precision=0, minimum=1, maximum=10_000, label="Epochs",
+                           elem_id="pt-epochs")
+        max_steps = gr.Number(value=0, precision=0, minimum=0, label="Max steps (0: all epochs)",
                               elem_id="pt-max-steps")
     data_md = gr.Markdown(elem_id="pt-data")
 
@@ -493,8 +482,10 @@ def build(ctx) -> None:
     with gr.Row():
         lr = gr.Number(value=lecture.lr, label="Peak learning rate", elem_id="pt-lr")
         weight_decay = gr.Number(value=lecture.weight_decay, label="Weight decay", elem_id="pt-wd")
-        eval_every = gr.Number(value=lecture.eval_every, precision=0, label="Evaluate every (steps)",
+        eval_every = gr.Number(value=lecture.eval_every, precision=0, minimum=1, label="Evaluate every (steps)",
                                elem_id="pt-eval-every")
+        eval_batches = gr.Number(value=lecture.eval_batches or 0, precision=0, minimum=0,
+                                 label="Evaluation batches (0: all — slow on a long text)", elem_id="pt-eval-batches")
         seed = gr.Number(value=lecture.seed, precision=0, label="Seed", elem_id="pt-seed")
     prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Sample prompt (continued greedily at every evaluation)",
                         elem_id="pt-prompt", max_length=MAX_PROMPT_CHARS)
@@ -505,14 +496,10 @@ def build(ctx) -> None:
         start_btn = gr.Button("Start", variant="primary", elem_id="pt-start")
         stop_btn = gr.Button("Stop (saves what was trained)", elem_id="pt-stop")
         estimate_btn = gr.Button("Estimate time on this machine", elem_id="pt-estimate")
-    status = gr.Markdown(elem_id="pt-status")
-    with gr.Row():
-        loss_plot = gr.LinePlot(None, x="tokens_seen", y="loss", color="kind", title="Loss against tokens seen",
-                                x_title="tokens seen", y_title="cross-entropy loss", height=340,
-                                elem_id="pt-loss-plot", scale=3)
-        with gr.Column(scale=2):
-            timeline = gr.HTML(timeline_html(DEFAULT_PROMPT, []), label="Samples, newest first",
-                               elem_id="pt-samples")
+    boxes = {}
+    panel = run_panel("pt", lambda: boxes.update(timeline=gr.HTML(timeline_html(DEFAULT_PROMPT, []),
+                                                                  label="Samples, newest first",
+                                                                  elem_id="pt-samples")))
     result = gr.Markdown(elem_id="pt-result")
     checkpoint = gr.File(label="checkpoint (.safetensors)", interactive=False, elem_id="pt-checkpoint")
 
@@ -523,25 +510,19 @@ def build(ctx) -> None:
     gr.on([ctx.demo.load] + [c.change for c in data_inputs], data_preview, data_inputs, [data_md],
           api_name="pretrain_data", show_progress="hidden")
     gr.on([ctx.demo.load, mode.change, ctx.picker.change, ctx.session_models.change, emb_dim.change,
-           n_layers.change, n_heads.change, context.change], model_preview, model_inputs, [model_md], api_name="pretrain_model",
-          show_progress="hidden")
-    mode.change(fill_form, [mode], [max_length, stride, batch_size, lr, weight_decay, epochs, eval_every,
-                                    custom_row], api_name=False)
+           n_layers.change, n_heads.change, context.change], model_preview, model_inputs, [model_md],
+          api_name="pretrain_model", show_progress="hidden")
+    gr.on([mode.change, ctx.picker.change], fill_form, [mode, ctx.picker, ctx.session_models],
+          [max_length, stride, batch_size, lr, weight_decay, epochs, eval_every, eval_batches, custom_row],
+          api_name=False)
     upload.upload(lambda: UPLOAD, None, [source], api_name=False)
     # Start and Estimate share one concurrency group: a measurement never overlaps a run, and a
     # run waits in the queue (its place shown in the status) while another visitor trains.
-    # Stop sets the run's Event instead of `cancels=`: the run then ends on its own, measures and saves
-    # what it trained and registers it; a cancelled generator could do neither, and calls from
-    # gradio_client can stop it too. The new model reaches the session in two steps (see
-    # `adopt_session_models`): the run selects it in the shared picker, then `.then` adopts the list.
-    start_btn.click(pretrain_run, plan_inputs + [keep, ctx.session_models, run_state, ctx.session_dir],
-                    [status, loss_plot, timeline, result, checkpoint, pending_models, ctx.picker, run_state,
-                     ctx.session_dir],
-                    api_name="pretrain", show_progress_on=[status], concurrency_id="pretrain",
-                    concurrency_limit=limits.training_concurrency).then(
-        adopt_session_models, [pending_models, ctx.session_models], [ctx.session_models],
-        api_name="register_pretrained")
-    stop_btn.click(stop_run, [run_state], [status], api_name="stop_pretrain")
-    estimate_btn.click(estimate, plan_inputs + [ctx.session_models], [status], api_name="estimate_pretrain",
-                       show_progress_on=[status], concurrency_id="pretrain",
+    wire(ctx, start_btn, stop_btn, pretrain_run,
+         plan_inputs + [keep, eval_batches, ctx.session_models, run_state, ctx.session_dir],
+         [panel.status, panel.loss_plot, panel.lr_plot, boxes["timeline"], result, checkpoint, pending_models,
+          ctx.picker, run_state, ctx.session_dir], run_state, pending_models,
+         api_name="pretrain", stop_api="stop_pretrain", register_api="register_pretrained", concurrency_id="pretrain")
+    estimate_btn.click(estimate, plan_inputs + [ctx.session_models, eval_batches], [panel.status],
+                       api_name="estimate_pretrain", show_progress_on=[panel.status], concurrency_id="pretrain",
                        concurrency_limit=limits.training_concurrency)

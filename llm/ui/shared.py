@@ -335,7 +335,8 @@ class LabContext:
             return [message, status_line(session_models), *refresh(session_models, *current)]
 
         demo.load(on_load, [self.session_models, *pickers], [self.status, *pickers], api_name=False)
-        self.session_models.change(refresh, [self.session_models, *pickers], pickers, api_name=False)
+        # the status line counts the models too: a model a run adds must not leave it stale
+        self.session_models.change(on_load, [self.session_models, *pickers], [self.status, *pickers], api_name=False)
         self.on_model(model_info, [self.model_info], api_name="model_info")
         self.hub_button.click(lambda s: status_line(s, hub_line()), [self.session_models], [self.status],
                               api_name="check_hub")
@@ -357,7 +358,8 @@ def model_info(choice, session_models=None) -> str:
         hint = " Press **Download GPT-2 weights** (needs the Hub)." if entry.kind == "gpt2" else ""
         return f"⚠️ {entry.label} is not available: {entry.reason}.{hint}"
     ckpt = get_model(choice, session_models)
-    return f"**{choice}** · {_catalog().describe(ckpt)}  \n{random_weights_note(choice, session_models)}"
+    name = Path(choice).name if entry.path else choice  # a file's name, never the server's folder
+    return f"**{name}** · {_catalog().describe(ckpt)}  \n{random_weights_note(choice, session_models)}"
 
 
 def download_gpt2(choice) -> str:
