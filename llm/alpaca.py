@@ -100,6 +100,11 @@ def _record_problem(rec) -> str | None:
     return None
 
 
+#: What a file of lists inside lists (200 KB of `[[[...]]]`) gets instead of Python's RecursionError.
+NESTED_TOO_DEEP = ("{name} is nested too deeply to read (lists or objects inside each other hundreds of levels "
+                   "deep); an instruction file is a flat JSON list of records with instruction, input and output")
+
+
 def load_instruction_file(source: str | Path | bytes = INSTRUCTION_DATA) -> list[dict]:
     """Read and validate an instruction JSON file (a path, or the bytes of an upload)."""
     if isinstance(source, (bytes, bytearray)):
@@ -119,6 +124,8 @@ def load_instruction_file(source: str | Path | bytes = INSTRUCTION_DATA) -> list
         raise ValueError(f"{name} is not UTF-8 text; upload a JSON file") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{name} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise ValueError(NESTED_TOO_DEEP.format(name=name)) from None
     return validate_records(data, name)
 
 

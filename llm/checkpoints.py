@@ -191,12 +191,47 @@ def read_metadata(path) -> dict:
         raise CheckpointError(f"{path.name}: damaged checkpoint metadata ({e})") from None
 
 
+#: The largest shapes a checkpoint may declare, checked before anything is allocated. GPT-2 XL has a
+#: 1,024-token context, 48 layers, width 1,600 and 25 heads with a 50,257-token vocabulary: these
+#: leave room for any model of the book's family and refuse absurd declarations (a 0.8 MB file
+#: claiming a 200,000-token context once made the server try to allocate 160 GB).
+CONFIG_LIMITS = {"context_length": 32_768, "n_layers": 256, "emb_dim": 16_384, "n_heads": 256,
+                 "vocab_size": 1_000_000}
+
+
+def check_config_limits(cfg: GPTConfig, name: str) -> None:
+    """Raise CheckpointError when `cfg` is beyond `CONFIG_LIMITS`."""
+    beyond = [f"{key} {getattr(cfg, key):,} (at most {most:,})" for key, most in CONFIG_LIMITS.items()
+              if getattr(cfg, key) > most]
+    if beyond:
+        raise CheckpointError(f"{name} declares a model beyond what this lab loads: {', '.join(beyond)}")
+
+
+def check_declared_size(cfg: GPTConfig, file_bytes: int, name: str) -> None:
+    """Raise CheckpointError when the config declares more parameters than the file can hold.
+
+    Every parameter takes at least one byte (int8 storage), so a config whose count (output
+    head left out, as a head may be tied or small) exceeds the file's size does not describe
+    its tensors; refused before the model is built.
+    """
+    count = cfg.num_parameters(tied_head=True)
+    if count > file_bytes:
+        raise CheckpointError(f"{name} declares a model of at least {count:,} parameters but the file has only "
+                              f"{file_bytes:,} bytes: its config does not match its tensors")
+
+
 def load_checkpoint(path, device="cpu") -> Checkpoint:
-    """Load a lab checkpoint saved by `save_checkpoint`; raise CheckpointError naming any problem."""
+    """Load a lab checkpoint saved by `save_checkpoint`; raise CheckpointError naming any problem.
+
+    The declared config is checked against the limits and the file's size before any tensor
+    is read or any model built (`check_config_limits`, `check_declared_size`).
+    """
     path = Path(path)
     meta = read_metadata(path)
     if meta["task"] not in TASKS:
         raise CheckpointError(f"{path.name}: unknown task {meta['task']!r} in its metadata")
+    check_config_limits(meta["config"], path.name)
+    check_declared_size(meta["config"], path.stat().st_size, path.name)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
@@ -248,6 +283,7 @@ def _assemble(cfg: GPTConfig, task: str, num_classes: int | None, state: dict[st
     ones are built normally and copy them. The global random state is left alone.
     """
     tied_head = tied_head or (cfg.tie_weights and task != "classifier")
+    check_config_limits(cfg, name)
     on_meta = cfg.num_parameters() >= META_MIN_PARAMS
     with torch.random.fork_rng(devices=[]), torch.device("meta" if on_meta else "cpu"):
         model = build_model(cfg, task, num_classes)
@@ -331,7 +367,9 @@ def _torch_load(path: Path, mmap: bool):
             raise CheckpointError(f"{path.name} holds pickled Python objects, not only tensors; it was "
                                   f"refused without running them (only weights-only state dicts load)") from None
         raise CheckpointError(f"{path.name} is not a PyTorch state dict (unreadable pickle: {e})") from None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, UnicodeDecodeError) as e:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError, UnicodeDecodeError,
+            SafetensorError, RecursionError, TypeError, AttributeError) as e:
+        # (torch.load hands a file named .safetensors to safetensors: a pickle renamed so lands here too)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path.name} is damaged, truncated or not a PyTorch file ({first_line})") from None
 

@@ -19,17 +19,31 @@ from .tokenizer import ENDOFTEXT_ID, get_tokenizer, text_to_token_ids, token_ids
 
 def check_sampling(temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                    max_new_tokens: int | None = None, context_length: int | None = None,
-                   vocab_size: int = 50257) -> None:
-    """Raise a ValueError that says what is wrong with these sampling settings."""
-    if temperature is None or temperature < 0:
-        raise ValueError(f"temperature must be 0 (greedy) or positive, got {temperature}")
-    if top_k is not None and not 1 <= top_k <= vocab_size:
+                   vocab_size: int = 50257, seed: int | None = None) -> None:
+    """Raise a ValueError that says what is wrong with these sampling settings.
+
+    Every number must be finite and in its range (`llm.bounds`): temperature 0 (greedy)
+    or 0.01-100, top-k 1 to the vocabulary, top-p in (0, 1], a seed of 64 bits.
+    """
+    from .bounds import BOUNDS, Bound, check, check_optional, check_temperature
+
+    check_temperature(temperature)
+    try:
+        check_optional("top-k", top_k, Bound(1, vocab_size, integer=True))
+    except ValueError:
         raise ValueError(f"top-k must be between 1 and the vocabulary size {vocab_size} "
-                         f"(or empty for no top-k), got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top-p must be in (0, 1], got {top_p}")
-    if max_new_tokens is not None and max_new_tokens < 1:
-        raise ValueError(f"max new tokens must be at least 1, got {max_new_tokens}")
+                         f"(or empty for no top-k), got {top_k}") from None
+    try:
+        check_optional("top-p", top_p)
+    except ValueError:
+        raise ValueError(f"top-p must be in (0, 1], got {top_p}") from None
+    check_optional("seed", seed)
+    if max_new_tokens is not None:
+        try:
+            check("max new tokens", max_new_tokens)
+        except ValueError:
+            raise ValueError(f"max new tokens must be at least 1 and at most "
+                             f"{BOUNDS['max new tokens'].high:,}, got {max_new_tokens}") from None
     if max_new_tokens is not None and context_length is not None and max_new_tokens > context_length:
         raise ValueError(f"max new tokens ({max_new_tokens}) is larger than the model's context "
                          f"length ({context_length})")
@@ -142,7 +156,7 @@ def stream_generate(model: GPTModel, token_ids: list[int], max_new_tokens: int, 
     precision "fp16" runs a float16-weight copy of the model (`inference_model`).
     """
     context_length = model.cfg.context_length
-    check_sampling(temperature, top_k, top_p, max_new_tokens, vocab_size=model.cfg.vocab_size)
+    check_sampling(temperature, top_k, top_p, max_new_tokens, vocab_size=model.cfg.vocab_size, seed=seed)
     if not token_ids:
         raise ValueError("the prompt is empty: give at least one token")
     model = inference_model(model, precision)

@@ -32,6 +32,7 @@ from typing import Iterable, Iterator, Sequence
 import httpx
 import ollama
 
+from .alpaca import NESTED_TOO_DEEP
 from .paths import ASSETS_DIR
 
 DEFAULT_HOST = "http://localhost:11434"
@@ -152,9 +153,47 @@ def parse_score(reply: str | None, scale: str | Rubric | tuple[int, int] = "0-10
 
 # --- the server: host, models, preflight ---------------------------------------------
 
+def operator_host() -> str:
+    """The host whoever runs the lab configured: `OLLAMA_HOST`, else http://localhost:11434."""
+    return os.environ.get("OLLAMA_HOST", "").strip() or DEFAULT_HOST
+
+
+def _same_host(a: str, b: str) -> bool:
+    def normal(h: str) -> str:
+        h = h.strip().lower().rstrip("/")
+        return h if "://" in h else f"http://{h}"
+    return normal(a) == normal(b)
+
+
 def resolve_host(host: str | None = None) -> str:
-    """`host`, else the `OLLAMA_HOST` environment variable, else http://localhost:11434."""
-    return (host or "").strip() or os.environ.get("OLLAMA_HOST", "").strip() or DEFAULT_HOST
+    """`host`, else the `OLLAMA_HOST` environment variable, else http://localhost:11434.
+
+    On a shared Space (`llm.limits.on_spaces`) the judge may contact only the operator's
+    host: any other is refused here, before a connection is opened, so a visitor cannot
+    make the server reach other ports of its own machine or internal addresses. Locally
+    any host goes.
+    """
+    from .limits import on_spaces
+
+    host = (host or "").strip()
+    if len(host) > 2_000:
+        raise JudgeError(f"the Ollama host is {len(host):,} characters long; give an address like {DEFAULT_HOST}")
+    if host and on_spaces() and not _same_host(host, operator_host()):
+        raise JudgeError(f"on this shared Space the judge talks only to the Ollama server its operator set up "
+                         f"({operator_host()}); other hosts are refused. Run the lab on your own machine "
+                         f"(python app.py) to use another server")
+    return host or operator_host()
+
+
+def check_run_settings(parallel, timeout, retries, repeat_k, temperature=0.0) -> tuple[int, float, int, int, float]:
+    """The judge run's numbers checked against `llm.bounds` (finite, in range); a JudgeError says which is wrong."""
+    from .bounds import check
+
+    try:
+        return (check("parallel", parallel), float(check("timeout", timeout)), check("retries", retries),
+                check("repeat", repeat_k), float(check("judge temperature", temperature)))
+    except ValueError as exc:
+        raise JudgeError(str(exc).rstrip(".")) from None
 
 
 def make_client(host: str | None = None, timeout: float | None = 60.0) -> ollama.Client:
@@ -420,10 +459,8 @@ def score_responses(entries: Sequence[dict], response_keys: Sequence[str] | str 
     """
     rubric = get_rubric(rubric)
     keys = check_entries(entries, response_keys)
-    if parallel < 1 or repeat_k < 1 or retries < 0:
-        raise JudgeError("parallel and repeat must be at least 1, and retries at least 0")
-    if not timeout or timeout <= 0:
-        raise JudgeError(f"the timeout must be a positive number of seconds, got {timeout}")
+    parallel, timeout, retries, repeat_k, temperature = check_run_settings(parallel, timeout, retries, repeat_k,
+                                                                           temperature)
     host = resolve_host(host)
     model = require_model(host, model, timeout=min(timeout, 10.0))
     stop = stop_event or threading.Event()
@@ -626,11 +663,15 @@ def load_entries(source: str | os.PathLike) -> list[dict]:
             entries = [json.loads(line) for line in text.splitlines() if line.strip()]
         except json.JSONDecodeError as exc:
             raise JudgeError(f"{name} is not valid JSON Lines: {exc}") from None
+        except RecursionError:
+            raise JudgeError(NESTED_TOO_DEEP.format(name=name)) from None
     else:
         try:
             entries = json.loads(text)
         except json.JSONDecodeError as exc:
             raise JudgeError(f"{name} is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise JudgeError(NESTED_TOO_DEEP.format(name=name)) from None
         if isinstance(entries, dict):  # a file written by save_scores, or {"data": [...]}
             entries = entries.get("items") or entries.get("data") or entries
         if not isinstance(entries, list):

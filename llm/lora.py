@@ -55,8 +55,9 @@ class LinearWithLoRA(nn.Module):
 
 def replace_linear_with_lora(model: nn.Module, rank: int, alpha: float) -> nn.Module:
     """Wrap every `nn.Linear` inside `model` in `LinearWithLoRA` (section E.4)."""
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be at least 1 (got {rank})")
+    from .bounds import check
+
+    rank = check("LoRA rank", rank)  # 1-1,024: A and B cost (in + out) x rank each; beyond the width it adds nothing
     for name, module in model.named_children():
         if isinstance(module, nn.Linear):
             setattr(model, name, LinearWithLoRA(module, rank, alpha))

@@ -57,9 +57,15 @@ class MultiHeadAttention(nn.Module):
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = nn.Dropout(dropout)
-        # Not saved in checkpoints: it is rebuilt from context_length.
-        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1),
-                             persistent=False)
+        self.context_length = context_length
+        # The book registers `mask`, a context_length x context_length buffer (section 3.5.3). Here the
+        # same triangle is cut to the tokens at hand on each call (`causal_mask`): a buffer for a
+        # 200,000-token context would take 160 GB before a single token is seen.
+
+    def causal_mask(self, start: int, num_q: int, num_k: int, device=None) -> torch.Tensor:
+        """True where a query may NOT look: the rows start..start+num_q-1 and first num_k columns of
+        the book's `torch.triu(torch.ones(context_length, context_length), diagonal=1)`."""
+        return torch.ones(num_q, num_k, dtype=torch.bool, device=device).triu(diagonal=start + 1)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, num_tokens, _ = t.shape
@@ -89,7 +95,7 @@ class MultiHeadAttention(nn.Module):
             return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p)
         if start == 0:
             return F.scaled_dot_product_attention(queries, keys, values, dropout_p=dropout_p, is_causal=True)
-        allowed = ~self.mask.bool()[start:start + num_q, :num_k]
+        allowed = ~self.causal_mask(start, num_q, num_k, queries.device)
         return F.scaled_dot_product_attention(queries, keys, values, attn_mask=allowed, dropout_p=dropout_p)
 
     def _explicit_attention(self, queries, keys, values, start, record: dict):
@@ -97,7 +103,7 @@ class MultiHeadAttention(nn.Module):
         num_q, num_k = queries.shape[2], keys.shape[2]
         attn_scores = queries @ keys.transpose(2, 3)
         scaled_scores = attn_scores / math.sqrt(self.head_dim)
-        mask_bool = self.mask.bool()[start:start + num_q, :num_k]
+        mask_bool = self.causal_mask(start, num_q, num_k, queries.device)
         masked_scores = scaled_scores.masked_fill(mask_bool, -torch.inf)
         attn_weights = torch.softmax(masked_scores, dim=-1)
         record.update(queries=queries, keys=keys, values=values, attn_scores=attn_scores,

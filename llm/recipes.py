@@ -59,13 +59,13 @@ class TrainConfig:
         """Raise a ValueError that says what is wrong with these settings; return self."""
         problems = []
 
-        def whole(name, low, high, none_ok=False):
+        def whole(name, low, high, none_ok=False, words=None):
             value = getattr(self, name)
             if value is None and none_ok:
                 return
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                problems.append(f"{name.replace('_', ' ')} must be a whole number from {low:,} to {high:,} "
-                                f"(got {value!r})")
+                problems.append(f"{words or name.replace('_', ' ')} must be a whole number from {low:,} to "
+                                f"{high:,} (got {value!r})")
 
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             problems.append(f"the learning rate must be a positive number (got {self.lr})")
@@ -86,8 +86,8 @@ class TrainConfig:
             problems.append(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.grad_clip is not None and not (isinstance(self.grad_clip, (int, float)) and 0 <= self.grad_clip <= 1e6):
             problems.append(f"the gradient clipping norm must be between 0 and 1,000,000 (got {self.grad_clip})")
-        whole("grad_accum", 1, MAX_GRAD_ACCUM)
-        whole("eval_every", 1, MAX_STEPS)
+        whole("grad_accum", 1, MAX_GRAD_ACCUM, words="gradient accumulation (micro-batches per step)")
+        whole("eval_every", 1, MAX_STEPS, words="eval_every (steps between evaluations)")
         whole("eval_batches", 1, MAX_EVAL_BATCHES, none_ok=True)
         whole("sample_every", 1, MAX_STEPS, none_ok=True)
         whole("seed", 0, MAX_SEED)
@@ -116,17 +116,21 @@ TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 class ContainsTrainConfig:
     """Settings of a task that contain a `TrainConfig` as `train` (a mixin for frozen dataclasses).
 
-    `with_(**changes)` routes the TrainConfig's field names into `train` (None values are
-    ignored); reading one of them on the settings reads it from `train`.
+    `with_(**changes)` routes the TrainConfig's field names into `train` (None values mean "not
+    given" and are ignored, except epochs=None next to a max_steps: then the steps decide);
+    reading one of them on the settings reads it from `train`.
     """
 
     def with_(self, **changes):
+        steps_decide = "epochs" in changes and changes["epochs"] is None and changes.get("max_steps") is not None
         changes = {k: v for k, v in changes.items() if v is not None}
         own = {k: v for k, v in changes.items() if k not in TRAIN_FIELDS}
         train = {k: v for k, v in changes.items() if k in TRAIN_FIELDS}
         unknown = set(own) - {f.name for f in fields(self)}
         if unknown:
             raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if steps_decide:
+            train["epochs"] = None
         if train:
             own["train"] = replace(self.train, **train)
         return replace(self, **own)

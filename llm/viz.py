@@ -163,9 +163,9 @@ def _axes(n: int) -> dict:
     return {"xaxis": "x" if n == 0 else f"x{n + 1}", "yaxis": "y" if n == 0 else f"y{n + 1}"}
 
 
-def _labels(tokens: list[str]) -> list[str]:
-    """Unique axis labels (plotly merges equal category names): prefix the position."""
-    return [f"{i}:{visible_whitespace(t)}" for i, t in enumerate(tokens)]
+def _labels(tokens: list[str], start: int = 0) -> list[str]:
+    """Unique axis labels (plotly merges equal category names): prefix the position (from `start`)."""
+    return [f"{i}:{visible_whitespace(t)}" for i, t in enumerate(tokens, start)]
 
 
 def _causal(n: int) -> np.ndarray:
@@ -296,22 +296,30 @@ def next_token_bars(choices, title: str = "Next-token distribution") -> go.Figur
          "y": [c.prob_sampling for c in choices], "marker": {"color": "#ef6c00"},
          "hovertemplate": "%{x}<br>after the knobs: %{y:.4f}<extra></extra>"},
     ]
-    return _figure(traces, {"title": {"text": title}, "barmode": "group", "height": 380,
-                            "yaxis": {"title": {"text": "probability"}},
+    # A random model spreads its probability thinly (about 1/50,257 each) while the knobs renormalise
+    # the few tokens they keep: on a linear axis the model's bars would be invisible beside them.
+    model_top = max((c.prob_model for c in choices), default=0.0)
+    sampled_top = max((c.prob_sampling for c in choices), default=0.0)
+    yaxis = {"title": {"text": "probability"}}
+    if 0 < model_top < 0.05 * sampled_top:
+        yaxis = {"title": {"text": "probability (log scale: the model's are tiny)"}, "type": "log"}
+    return _figure(traces, {"title": {"text": title}, "barmode": "group", "height": 380, "yaxis": yaxis,
                             "legend": {"orientation": "h", "y": 1.02, "x": 0}})
 
 
-def logit_lens_heatmap(rows, tokens: list[str], pieces_of, title: str) -> go.Figure:
+def logit_lens_heatmap(rows, tokens: list[str], pieces_of, title: str, first_position: int = 0) -> go.Figure:
     """Blocks down, positions across: colour = probability of the top token, text = that token.
 
-    `rows` are `llm.introspect.LensRow`s; `pieces_of(ids)` turns token ids into text pieces.
+    `rows` are `llm.introspect.LensRow`s; `pieces_of(ids)` turns token ids into text pieces;
+    `tokens` sit at positions `first_position`, `first_position + 1`, ... of the input.
     """
     z = np.array([[probs[0] for probs in row.top_probs] for row in rows])
     text = [[visible_whitespace(pieces_of([ids[0]])[0]) for ids in row.top_ids] for row in rows]
     hover = [[f"after trf_blocks[{row.layer}], at '{visible_whitespace(tokens[j])}':<br>" +
               "<br>".join(f"{visible_whitespace(p)}: {q:.3f}" for p, q in zip(pieces_of(ids), probs))
               for j, (ids, probs) in enumerate(zip(row.top_ids, row.top_probs))] for row in rows]
-    trace = {"type": "heatmap", "z": z, "x": _labels(tokens), "y": [f"trf_blocks[{row.layer}]" for row in rows],
+    trace = {"type": "heatmap", "z": z, "x": _labels(tokens, first_position),
+             "y": [f"trf_blocks[{row.layer}]" for row in rows],
              "text": text, "texttemplate": "%{text}", "textfont": {"size": 10}, "customdata": hover,
              "hovertemplate": "%{customdata}<extra></extra>", "colorscale": "Greens", "zmin": 0, "zmax": 1,
              "colorbar": {"title": {"text": "p(top)"}}}

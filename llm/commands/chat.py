@@ -12,10 +12,12 @@ def add_arguments(parser):
     parser.add_argument("--model", required=True,
                         help="instruct checkpoint (.safetensors, the book's gpt2-medium355M-sft.pth) or a catalog key")
     parser.add_argument("--input", default="", help="an Input section added to every message (optional)")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the book's setting)")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=None)
+    from llm.bounds import arg_type, max_new_tokens_arg, temperature_arg
+
+    parser.add_argument("--max-new-tokens", type=max_new_tokens_arg(), default=256)
+    parser.add_argument("--temperature", type=temperature_arg, default=0.0, help="0 = greedy (the book's setting)")
+    parser.add_argument("--top-k", type=arg_type("top-k"), default=None)
+    parser.add_argument("--seed", type=arg_type("seed"), default=None)
 
 
 def run(args) -> int:

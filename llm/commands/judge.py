@@ -8,6 +8,8 @@ HELP = "score model responses with an Ollama judge (Llama 3 by default), as in s
 
 
 def add_arguments(parser) -> None:
+    from llm.bounds import arg_type
+
     parser.add_argument("--file", help="JSON list or CSV of records with instruction, input, output and "
                                        "response columns (default: the bundled book example, 110 records)")
     parser.add_argument("--key", action="append", metavar="COLUMN",
@@ -17,12 +19,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--host", help="Ollama server (default: $OLLAMA_HOST or http://localhost:11434)")
     parser.add_argument("--rubric", default="0-100", choices=["0-100", "1-5"],
                         help="the book's 0-100 prompt (default) or a 1-5 rubric")
-    parser.add_argument("--parallel", type=int, default=4, help="requests at a time (default 4)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per reply (default 60)")
-    parser.add_argument("--retries", type=int, default=2, help="retries on transient errors (default 2)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="K",
-                        help="score each response K times and report the judge's spread (default 1)")
-    parser.add_argument("--temperature", type=float, default=0.0,
+    parser.add_argument("--parallel", type=arg_type("parallel"), default=4, help="requests at a time, 1-64 (default 4)")
+    parser.add_argument("--timeout", type=arg_type("timeout"), default=60.0,
+                        help="seconds per reply, 0.1-3600 (default 60)")
+    parser.add_argument("--retries", type=arg_type("retries"), default=2,
+                        help="retries on transient errors, 0-10 (default 2)")
+    parser.add_argument("--repeat", type=arg_type("repeat"), default=1, metavar="K",
+                        help="score each response K times and report the judge's spread, 1-100 (default 1)")
+    parser.add_argument("--temperature", type=arg_type("judge temperature"), default=0.0,
                         help="judge temperature (default 0, the book's; raise it to see the spread with --repeat)")
     parser.add_argument("--out", help="write the scores to this .json (with the summary) or .csv file")
 

@@ -12,9 +12,11 @@ def add_arguments(parser):
     parser.add_argument("--data", default="test",
                         help="'test' (the book's 110-record test split) or an instruction JSON file")
     parser.add_argument("--out", default="instruction-data-with-response.json", help="where to write the JSON")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="the book uses 256")
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--top-k", type=int, default=None)
+    from llm.bounds import arg_type, max_new_tokens_arg, temperature_arg
+
+    parser.add_argument("--max-new-tokens", type=max_new_tokens_arg(), default=256, help="the book uses 256")
+    parser.add_argument("--temperature", type=temperature_arg, default=0.0)
+    parser.add_argument("--top-k", type=arg_type("top-k"), default=None)
     parser.add_argument("--limit", type=int, default=None, help="answer only the first N records")
 
 

@@ -14,7 +14,7 @@ import gradio as gr
 
 from llm.limits import current
 
-from .shared import LabContext
+from .shared import LabContext, explain_all_errors, remove_stale_session_folders
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def build_app(tab_modules=None) -> gr.Blocks:
                 with gr.Tab(module.TITLE, id=short, elem_id=f"tab-{short}"):
                     module.build(ctx)
         ctx.finish()
+    explain_all_errors(demo)  # every failure reaches the visitor as a sentence, never a bare "Error"
+    remove_stale_session_folders()  # what a crashed run left in the temporary folder
     # Visitors beyond the queue's size are told to come back later instead of waiting forever.
     demo.queue(max_size=current().queue_size)
     return demo

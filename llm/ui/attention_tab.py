@@ -136,7 +136,8 @@ def logit_lens(choice, text, session_models=None):
         return [token_ids_to_text([i]) for i in token_ids]
 
     figure = viz.logit_lens_heatmap(rows, tokens, pieces_of,
-                                    "Logit lens: top next token after each block (colour = its probability)")
+                                    "Logit lens: top next token after each block (colour = its probability)",
+                                    first_position=offset)  # numbered as the table is
     headers = ["after"] + [f"{offset + j}:{viz.visible_whitespace(t)}" for j, t in enumerate(tokens)]
     table = [[f"trf_blocks[{r.layer}]"] + [f"{viz.visible_whitespace(pieces_of([i[0]])[0])} ({p[0]:.2g})"
                                            for i, p in zip(r.top_ids, r.top_probs)] for r in rows]

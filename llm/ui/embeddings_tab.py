@@ -5,7 +5,7 @@ import gradio as gr
 
 from llm import viz
 
-from .shared import clean_text, encode_for_model, get_model, notices_md, random_weights_note
+from .shared import bounded, clean_text, encode_for_model, get_model, notices_md, random_weights_note
 
 TITLE = "Embeddings"
 
@@ -75,7 +75,7 @@ def neighbours(choice, word, k, session_models=None):
     if len(ids) > 1:
         notices.append(f"'{word}' is {len(ids)} tokens ({', '.join(repr(p.text) for p in token_pieces(ids))}); "
                        f"showing the neighbours of the first, {piece!r}.")
-    found = nearest_neighbours(model, ids[0], int(k))
+    found = nearest_neighbours(model, ids[0], bounded(k, "k"))
     rows = [[n + 1, viz.visible_whitespace(f.piece), f.id, round(f.similarity, 4)] for n, f in enumerate(found)]
     status = "\n\n".join(filter(None, [random_weights_note(choice, session_models), notices_md(notices),
                                        f"Nearest neighbours of {viz.visible_whitespace(piece)!r} (id {ids[0]})"]))

@@ -9,7 +9,7 @@ import gradio as gr
 from llm import viz
 from llm.limits import current
 
-from .shared import encode_for_model, get_model, notices_md, number
+from .shared import as_gr_error, bounded, encode_for_model, get_model, notices_md, number
 
 TITLE = "Generate"
 
@@ -35,15 +35,16 @@ CACHE_COMPARE_TOKENS = 60
 
 def _sampling(model, temperature, top_k, top_p, max_new_tokens=None):
     """Check the knobs with `check_sampling`; return (temperature, top_k, top_p, notes)."""
+    from llm.bounds import check_optional, check_temperature
     from llm.generation import check_sampling
 
-    top_k = None if top_k in (None, "") else int(top_k)
-    top_p = None if top_p in (None, "") else float(top_p)
-    temperature = 0.0 if temperature is None else float(temperature)
     try:
+        top_k = check_optional("top-k", top_k)
+        top_p = check_optional("top-p", top_p)
+        temperature = 0.0 if temperature in (None, "") else check_temperature(temperature)
         check_sampling(temperature, top_k, top_p, max_new_tokens, model.cfg.context_length, model.cfg.vocab_size)
     except ValueError as exc:
-        raise gr.Error(f"{str(exc)[0].upper()}{str(exc)[1:]}.") from None
+        raise as_gr_error(exc) from None
     notes = []
     if temperature == 0:
         notes.append("Temperature 0 means greedy decoding: always the most likely token "
@@ -73,7 +74,7 @@ def generate(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     max_new_tokens = number(max_new_tokens, "max new tokens", int, 1, current().max_new_tokens)
     temperature, top_k, top_p, notes = _sampling(model, temperature, top_k, top_p, max_new_tokens)
     ids, notices = encode_for_model(prompt, model, keep="end")
-    seed = None if seed in (None, "") else int(seed)
+    seed = None if seed in (None, "") else bounded(seed, "seed")
     prompt_text = token_ids_to_text(ids)
     new_ids, probs = [], []
     start = time.perf_counter()

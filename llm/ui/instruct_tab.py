@@ -11,6 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .run_view import drive, run_panel, sentence, wire
@@ -41,12 +42,8 @@ RESPONSES_UPDATE_EVERY_S = 0.5
 
 def _handoff_state(ctx) -> gr.State:
     """The per-session State through which responses go to the judge tab (owned by that tab)."""
-    try:
-        from .judge_tab import responses_state
-    except ModuleNotFoundError:  # the judge tab is not there: keep the responses in a State of our own
-        state = getattr(ctx, "judge_responses", None) or gr.State(None, time_to_live=SESSION_TTL_S)
-        ctx.judge_responses = state
-        return state
+    from .judge_tab import responses_state
+
     return responses_state(ctx)
 
 
@@ -204,8 +201,11 @@ def _text(content) -> str:
     return "" if content is None else str(content)
 
 
-def chat(message, history, input_text, choice, max_new_tokens, temperature, top_k, session_models=None):
-    """One chat turn, streamed: the message (and optional input) become an Alpaca instruction."""
+def chat(message, history, input_text, choice, max_new_tokens, temperature, top_k, precision="fp32",
+         session_models=None):
+    """One chat turn, streamed: the message (and optional input) become an Alpaca instruction.
+
+    `precision`: the weights the reply is generated with (`llm.generation.inference_model`)."""
     from llm.instruct import chat_prompt_tokens, chat_reply_stream
 
     if not isinstance(message, str) or not message.strip():
@@ -222,7 +222,7 @@ def chat(message, history, input_text, choice, max_new_tokens, temperature, top_
             gr.Warning(f"The prompt is {cropped} tokens longer than the model's context "
                        f"({ckpt.model.cfg.context_length}); its beginning is cut off.")
         stream = chat_reply_stream(ckpt.model, message, input_text or "", max_new_tokens,
-                                   number(temperature, "Temperature", float, 0.0), top_k)
+                                   number(temperature, "Temperature", float, 0.0), top_k, precision=precision)
         reply = ""
         for reply in stream:
             yield history + [{"role": "assistant", "content": reply}], ""
@@ -339,6 +339,8 @@ def build(ctx) -> None:
             temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy, the book's)",
                                     elem_id="chat-temperature")
             top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)", elem_id="chat-top-k")
+            weights = gr.Radio(list(INFERENCE_PRECISIONS), value="fp32", elem_id="chat-weights",
+                               label="Weights: float32, float16 or int8 (fewer bytes, faster on a CPU)")
     gr.Examples(_example_rows(), [message, input_text], label="Examples from the test split")
 
     with gr.Accordion("Responses for judging (section 7.7)", open=False):
@@ -372,7 +374,7 @@ def build(ctx) -> None:
     gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
           [note], api_name=False)
     gr.on([send_btn.click, message.submit], chat,
-          [message, chatbot, input_text, picker, max_new_tokens, temperature, top_k, ctx.session_models],
+          [message, chatbot, input_text, picker, max_new_tokens, temperature, top_k, weights, ctx.session_models],
           [chatbot, message], api_name="chat", show_progress_on=[note], concurrency_limit=2)
     clear_btn.click(lambda: ([], "", ""), None, [chatbot, message, input_text], api_name=False)
     resp_btn.click(respond, [picker, resp_source, resp_upload, resp_tokens, ctx.session_models, respond_state],

@@ -19,6 +19,7 @@ from pathlib import Path
 import gradio as gr
 
 from llm import judge
+from llm.limits import on_spaces
 
 from .shared import SESSION_TTL_S
 
@@ -158,10 +159,8 @@ def score(host, model, rubric, parallel, repeat_k, timeout, temperature, source,
     try:
         keys = judge.check_entries(entries, keys or None)[:2]
         rubric = judge.get_rubric(rubric)
-        repeat_k, parallel = int(repeat_k or 1), int(parallel or 1)
-        temperature = float(temperature or 0.0)
-        if temperature < 0:
-            raise judge.JudgeError("the judge temperature must be 0 (the book's) or positive")
+        parallel, timeout, _, repeat_k, temperature = judge.check_run_settings(parallel, timeout, 2, repeat_k,
+                                                                               temperature)
         # before any progress: a missing server or model is a plain error with the fix
         model = judge.require_model(host, (model or judge.DEFAULT_MODEL).strip())
     except ValueError as exc:
@@ -172,7 +171,7 @@ def score(host, model, rubric, parallel, repeat_k, timeout, temperature, source,
     same = gr.update()
     yield _progress_line(0, total, results, start, f"Scoring with **{model}**…"), same, same, same, same, same, stop
     note = ""
-    stream = judge.score_responses(entries, keys, model, host, rubric, parallel, float(timeout or 60), 2,
+    stream = judge.score_responses(entries, keys, model, host, rubric, parallel, timeout, 2,
                                    repeat_k, stop, temperature=temperature)
     try:
         for result in stream:
@@ -215,8 +214,9 @@ def build(ctx) -> None:
     handoff = responses_state(ctx)
     run_state = gr.State(None, time_to_live=SESSION_TTL_S)
     with gr.Row(equal_height=True):
+        # On a shared Space only the operator's host is allowed (`judge.resolve_host`): shown, not editable.
         host = gr.Textbox(value=judge.resolve_host(), label="Ollama host (OLLAMA_HOST)", scale=3,
-                          elem_id="judge-host")
+                          interactive=not on_spaces(), elem_id="judge-host")
         model = gr.Dropdown(choices=[judge.DEFAULT_MODEL], value=judge.DEFAULT_MODEL, allow_custom_value=True,
                             label="Judge model (from the server's list after Check)", scale=2,
                             elem_id="judge-model")

@@ -36,6 +36,7 @@ Nothing heavy is imported at module import: torch and the catalog load on first 
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -75,10 +76,46 @@ SESSION_FOLDER_PREFIX = "llm-lab-session-"
 
 
 def session_folder(current_dir) -> Path:
-    """This session's folder for checkpoints (made on first use; removed when the session ends)."""
+    """This session's folder for checkpoints (made on first use; removed when the session ends).
+
+    Its name carries the server's process id, so that a later start can tell the folders
+    of a crashed server from those of one still running (`remove_stale_session_folders`).
+    """
     if current_dir and Path(current_dir).is_dir():
         return Path(current_dir)
-    return Path(tempfile.mkdtemp(prefix=SESSION_FOLDER_PREFIX))
+    return Path(tempfile.mkdtemp(prefix=f"{SESSION_FOLDER_PREFIX}{os.getpid()}-"))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_session_folders(folder: str | os.PathLike | None = None) -> list[Path]:
+    """Remove session folders a crashed server left in the temporary folder; return them.
+
+    A folder is stale when the process that made it is gone, or (folders named before
+    names carried a process id) when it is older than a session may live.
+    """
+    import time
+
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{SESSION_FOLDER_PREFIX}*"):
+        pid_part = path.name[len(SESSION_FOLDER_PREFIX):].split("-", 1)[0]
+        try:
+            stale = (not _process_alive(int(pid_part))) if pid_part.isdigit() else (
+                time.time() - path.stat().st_mtime > SESSION_TTL_S)
+        except OSError:
+            continue
+        if stale and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def remove_folder(folder) -> None:
@@ -394,16 +431,119 @@ def upload_checkpoint(path, session_models):
 # --- what the training tabs share -----------------------------------------------------
 
 def number(value, name: str, cast=float, minimum=None, maximum=None):
-    """`value` as a number (cast) within [minimum, maximum]; otherwise a `gr.Error` naming the field."""
+    """`value` as a finite number (cast) within [minimum, maximum]; otherwise a `gr.Error` naming the field.
+
+    NaN, infinities and numbers beyond the range are refused with the range in the sentence
+    (`llm.bounds.check`); with `cast=int` the number must be whole.
+    """
+    from llm.bounds import Bound, check
+
+    low = -math.inf if minimum is None else minimum
+    high = math.inf if maximum is None else maximum
     try:
-        value = cast(value)
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number.") from None
-    if minimum is not None and value < minimum:
-        raise gr.Error(f"{name} must be at least {minimum} (got {value}).")
-    if maximum is not None and value > maximum:
-        raise gr.Error(f"{name} must be at most {maximum} (got {value}).")
-    return value
+        return cast(check(name, value, Bound(low, high, integer=cast is int)))
+    except ValueError as exc:
+        raise gr.Error(_sentence(str(exc))) from None
+
+
+def bounded(value, name: str, label: str | None = None):
+    """`value` checked against `name`'s bound in `llm.bounds.BOUNDS` (the CLI's too); a `gr.Error` otherwise."""
+    from llm.bounds import BOUNDS, check
+
+    try:
+        return check(label or name, value, BOUNDS[name])
+    except ValueError as exc:
+        raise gr.Error(_sentence(str(exc))) from None
+
+
+# --- library errors as sentences for the visitor -------------------------------------
+
+def _sentence(text: str) -> str:
+    text = " ".join(str(text).split())
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?)»”`" else text + "."
+
+
+def as_gr_error(exc: BaseException, doing: str = "") -> gr.Error:
+    """A `gr.Error` whose message tells the visitor what went wrong and what to do.
+
+    Library errors the visitor can fix (ValueError and its kin: CheckpointError,
+    JudgeError, a bound from `llm.bounds`) keep their own sentence; input nested too
+    deeply, an allocation beyond the machine and anything unforeseen get one. `gr.Error`
+    passes through. Every event of the app goes through `explain_errors`, so no visitor
+    ever gets Gradio's bare "Error".
+    """
+    if isinstance(exc, gr.Error):
+        return exc
+    where = f" while {doing}" if doing else ""
+    if isinstance(exc, RecursionError):
+        message = ("The input is nested too deeply to read (lists or objects inside each other hundreds of "
+                   "levels deep). Send a flat file: a JSON list of records, each a flat object.")
+    elif isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+            word in str(exc).lower() for word in ("can't allocate", "not enough memory", "out of memory"))):
+        message = (f"This needs more memory than the server can give{where}. Choose a smaller model, a "
+                   "shorter text or a smaller batch, or run the lab on your own machine.")
+    elif isinstance(exc, (LookupError, ArithmeticError)) or (isinstance(exc, ValueError) and len(str(exc)) < 25):
+        message = (f"An input is out of range or unknown{where} ({type(exc).__name__}: {str(exc)[:200]}). "
+                   "Check the values and try again.")
+    elif isinstance(exc, ValueError) or (isinstance(exc, OSError) and exc.errno is None):  # our own sentences
+        message = _sentence(str(exc))
+    elif isinstance(exc, OSError):
+        message = f"A file could not be read or written{where} ({_sentence(exc.strerror or str(exc))}) Try again."
+    else:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        message = (f"Something unexpected went wrong{where} ({type(exc).__name__}{': ' + first if first else ''}). "
+                   "Check the inputs; if they look right, this is a bug in the lab: please report it.")
+    return gr.Error(message)
+
+
+def explain_errors(fn):
+    """`fn` (an event handler: plain, generator or async) with every exception turned into `as_gr_error`.
+
+    Also errors raised after a stream started: they reach the browser and REST callers
+    (`/gradio_api/call/...`, gradio_client) with their sentence instead of "Error".
+    """
+    import functools
+    import inspect
+
+    if fn is None or getattr(fn, "_explains_errors", False):
+        return fn
+    if inspect.isasyncgenfunction(fn):
+        async def wrapper(*args, **kwargs):
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a sentence
+                raise as_gr_error(exc) from exc
+    elif inspect.iscoroutinefunction(fn):
+        async def wrapper(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                raise as_gr_error(exc) from exc
+    elif inspect.isgeneratorfunction(fn):
+        def wrapper(*args, **kwargs):
+            try:
+                return (yield from fn(*args, **kwargs))
+            except Exception as exc:  # noqa: BLE001
+                raise as_gr_error(exc) from exc
+    else:
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                raise as_gr_error(exc) from exc
+    wrapper = functools.wraps(fn)(wrapper)  # Gradio reads the signature (gr.Progress, defaults) through __wrapped__
+    wrapper._explains_errors = True
+    return wrapper
+
+
+def explain_all_errors(demo: gr.Blocks) -> None:
+    """Route every event of `demo` through `explain_errors`; `build_app` calls this once the Blocks are built."""
+    for block_fn in demo.fns.values():
+        block_fn.fn = explain_errors(block_fn.fn)
 
 
 def stop_run(run_state):

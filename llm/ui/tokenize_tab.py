@@ -6,7 +6,7 @@ import gradio as gr
 from llm import viz
 from llm.tokenizer import token_pieces
 
-from .shared import clean_text, notices_md
+from .shared import bounded, clean_text, notices_md
 
 TITLE = "Tokenize"
 
@@ -84,9 +84,7 @@ def sliding_window(text: str, max_length: int, stride: int):
     from llm.tokenizer import text_to_token_ids
 
     text, notices = clean_text(text)
-    max_length, stride = int(max_length), int(stride)
-    if max_length < 1 or stride < 1:
-        raise gr.Error("max_length and stride must both be at least 1.")
+    max_length, stride = bounded(max_length, "max length", "max_length"), bounded(stride, "stride")
     ids = text_to_token_ids(text)
     pairs, total = sliding_windows(ids, max_length, stride, limit=20)
     rows = []
