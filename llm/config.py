@@ -92,6 +92,10 @@ PRESETS: dict[str, GPTConfig] = {
 
 GPT2_SIZES = ("gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
+#: Weights that generation and classification can run with (`llm.generation.inference_model`):
+#: float32 as trained, or a copy with float16 (transformer blocks) or int8 (blocks and head) weights.
+INFERENCE_PRECISIONS = ("fp32", "fp16", "int8")
+
 
 def get_config(name: str) -> GPTConfig:
     """Return the preset called `name`, or raise a ValueError listing the choices."""
