@@ -13,7 +13,8 @@ from typing import Iterator
 
 import torch
 
-from .model import GPTModel, KVCache, half_precision_copy
+from .config import INFERENCE_PRECISIONS
+from .model import GPTModel, KVCache, low_precision_copy
 from .tokenizer import ENDOFTEXT_ID, get_tokenizer, text_to_token_ids, token_ids_to_text
 
 
@@ -107,9 +108,9 @@ def crop_prompt(token_ids: list[int], context_length: int) -> tuple[list[int], i
     return token_ids[cropped:], cropped
 
 
-PRECISIONS = ("fp32", "fp16")
-_half_copies = weakref.WeakKeyDictionary()  # model -> (weights fingerprint, float16 copy)
-_half_copies_lock = threading.Lock()
+PRECISIONS = INFERENCE_PRECISIONS  # ("fp32", "fp16", "int8"), torch-free in llm.config for the CLI and UI
+_low_precision_copies = weakref.WeakKeyDictionary()  # model -> {precision: (weights fingerprint, copy)}
+_low_precision_lock = threading.Lock()
 
 
 def _weights_fingerprint(model: torch.nn.Module) -> tuple:
@@ -120,26 +121,56 @@ def _weights_fingerprint(model: torch.nn.Module) -> tuple:
 
 
 def inference_model(model: GPTModel, precision: str = "fp32") -> GPTModel:
-    """The model that generation runs: `model` itself for "fp32", or for "fp16" a
-    copy whose transformer blocks hold float16 linear weights (`half_precision_copy`).
+    """The model that generation runs: `model` itself for "fp32", else a copy with
+    fewer bytes per weight (`llm.model.low_precision_copy`).
 
-    Decoding one token streams every weight from memory, so "fp16" is about 1.4x
-    faster per token on a CPU; its greedy tokens matched fp32 at every position
-    measured (benchmarks/bench_generate.py). The copy is built once per model and
+    Decoding one token streams every weight from memory, so fewer bytes are faster:
+    "fp16" (float16 weights in the blocks; its greedy tokens matched fp32 at every
+    position measured) and "int8" (int8 weights with per-channel scales in the blocks
+    and the output head, on PyTorch's quantized kernels; agrees with fp32's greedy choice
+    at >= 99% of positions on trained models, not all). Speeds and agreement:
+    benchmarks/bench_generate.py. A copy is built once per model and precision and
     rebuilt when the model's weights change.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "fp32" or model.tok_emb.weight.dtype != torch.float32:
         return model
+    if precision == "int8" and model.device.type != "cpu":
+        raise ValueError(f"int8 inference runs on the CPU (PyTorch's quantized CPU kernels); the model is on "
+                         f"{model.device.type}: choose fp32 or fp16 there")
     fingerprint = _weights_fingerprint(model)
-    with _half_copies_lock:
-        cached = _half_copies.get(model)
+    with _low_precision_lock:
+        copies = _low_precision_copies.setdefault(model, {})
+        cached = copies.get(precision)
         if cached is None or cached[0] != fingerprint:
             with torch.no_grad():
-                cached = (fingerprint, half_precision_copy(model))
-            _half_copies[model] = cached
+                cached = (fingerprint, low_precision_copy(model, precision))
+            copies[precision] = cached
     return cached[1]
+
+
+@torch.inference_mode()
+def teacher_forced_agreement(model: GPTModel, reference_model: GPTModel, token_ids: list[int]) -> float:
+    """Share of positions where `model` and `reference_model` choose the same greedy next token.
+
+    Teacher forcing: both are fed the same `token_ids` (a real text, say) one token at a
+    time through their KV caches, as generation feeds them, and compared after each one,
+    so one disagreement does not change the text after it. Used to check the fp16 and
+    int8 copies (`inference_model`) against the float32 model.
+    """
+    if not token_ids:
+        raise ValueError("no tokens to compare on: give at least one")
+    if len(token_ids) > model.cfg.context_length:
+        raise ValueError(f"{len(token_ids)} tokens exceed the model's context length of {model.cfg.context_length}")
+    caches = [KVCache(m.cfg, device=m.device, dtype=m.tok_emb.weight.dtype) for m in (model, reference_model)]
+    same = 0
+    for token in token_ids:
+        x = torch.tensor([[token]], device=model.device)
+        choice, reference = (int(m(x, kv_cache=c, last_only=True)[0, -1].argmax())
+                             for m, c in zip((model, reference_model), caches))
+        same += choice == reference
+    return same / len(token_ids)
 
 
 @torch.inference_mode()
@@ -153,7 +184,8 @@ def stream_generate(model: GPTModel, token_ids: list[int], max_new_tokens: int, 
     left (use `crop_prompt` first to tell the user). With the KV cache, once the
     window is full the cache is rebuilt from the most recent half of the window, so
     long generations cost a prefill every context_length/2 tokens instead of every token.
-    precision "fp16" runs a float16-weight copy of the model (`inference_model`).
+    precision "fp16" or "int8" runs a copy of the model with float16 or int8 weights
+    (`inference_model`).
     """
     context_length = model.cfg.context_length
     check_sampling(temperature, top_k, top_p, max_new_tokens, vocab_size=model.cfg.vocab_size, seed=seed)

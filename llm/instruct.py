@@ -195,7 +195,7 @@ def chat_prompt_tokens(model, message: str, input_text: str = "") -> tuple[list[
 
 def chat_reply_stream(model, message: str, input_text: str = "", max_new_tokens: int = 256,
                       temperature: float = 0.0, top_k: int | None = None,
-                      seed: int | None = None) -> Iterator[str]:
+                      seed: int | None = None, precision: str = "fp32") -> Iterator[str]:
     """One chat turn: format the message as an instruction and yield the reply text so far.
 
     Stops at `<|endoftext|>` or when the model starts a new `###` section; the prompt
@@ -206,7 +206,7 @@ def chat_reply_stream(model, message: str, input_text: str = "", max_new_tokens:
     new_ids: list[int] = []
     shown = None
     for token in stream_generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k,
-                                 eos_id=ENDOFTEXT_ID, seed=seed):
+                                 eos_id=ENDOFTEXT_ID, seed=seed, precision=precision):
         new_ids.append(token.id)
         text = token_ids_to_text(new_ids)
         reply, ended = _cut_at_header(text)
@@ -243,7 +243,8 @@ class ResponseProgress:
 
 def generate_responses(model, entries: list[dict], max_new_tokens: int = 256, temperature: float = 0.0,
                        top_k: int | None = None, seed: int | None = 123,
-                       stop_event: threading.Event | None = None) -> Iterator[ResponseProgress]:
+                       stop_event: threading.Event | None = None,
+                       precision: str = "fp32") -> Iterator[ResponseProgress]:
     """Answer every instruction (section 7.7) and yield progress after each one.
 
     Records come out in the book's format: instruction, input, output, model_response.
@@ -258,7 +259,8 @@ def generate_responses(model, entries: list[dict], max_new_tokens: int = 256, te
             return
         ids = encode(response_prompt(entry))
         generated = [t.id for t in stream_generate(model, ids, max_new_tokens, temperature=temperature,
-                                                   top_k=top_k, eos_id=ENDOFTEXT_ID, seed=seed)]
+                                                   top_k=top_k, eos_id=ENDOFTEXT_ID, seed=seed,
+                                                   precision=precision)]
         new_tokens += len(generated)
         record = {"instruction": entry["instruction"], "input": entry["input"], "output": entry["output"],
                   "model_response": extract_response(token_ids_to_text(generated))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -205,13 +206,15 @@ class GPTModel(nn.Module):
         self.out_head.weight = self.tok_emb.weight
 
     def forward(self, in_idx, kv_cache: KVCache | None = None, records: list | None = None,
-                last_only: bool = False):
+                last_only: bool = False, hidden: bool = False):
         """Logits for every position of `in_idx` (batch, num_tokens).
 
         kv_cache: feed only the new tokens and reuse the keys/values stored there.
         records: a list that receives, per layer, the attention tensors (explicit path)
             and the block's output as "hidden" (for the logit lens).
         last_only: compute logits for the last position only (generation).
+        hidden: return the final-normed hidden states instead, without the output head
+            (for a loss that applies the head in chunks, `llm.loss.chunked_cross_entropy`).
         """
         seq_len = in_idx.shape[1]
         x = self.embed(in_idx, start=kv_cache.pos if kv_cache is not None else 0)
@@ -226,7 +229,7 @@ class GPTModel(nn.Module):
         if last_only:
             x = x[:, -1:, :]
         x = self.final_norm(x)
-        return self.out_head(x)
+        return x if hidden else self.out_head(x)
 
     def embed(self, in_idx, start: int = 0):
         """Token plus position embeddings, then dropout (section 2.8): the first block's input.
@@ -268,16 +271,59 @@ class HalfLinear(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
-def half_precision_copy(model: GPTModel) -> GPTModel:
-    """A copy of `model` for generation whose transformer blocks use float16 linear weights.
+class Int8Linear(nn.Module):
+    """Inference-only stand-in for an `nn.Linear`, with its weight stored as int8.
 
-    Embeddings, LayerNorms, biases and the output head stay float32 and are shared
-    with `model` (no extra memory): the copy costs half the size of the blocks'
-    linear weights. The head stays float32 because float16 keeps only ~3 significant
-    digits and would round the logits themselves (GPT-2's are around -100, where the
-    float16 step is 0.06), flipping close greedy choices. The copy does not follow
-    later changes to `model`'s weights.
+    Each output channel (row) keeps one float scale, max|row| / 127, so a weight is
+    scale * round(w / scale): a quarter of the float32 bytes. It runs on PyTorch's
+    quantized CPU kernels (fbgemm / oneDNN, `torch.ops.quantized.linear_dynamic`), which
+    quantize each call's input to 8 bits on the fly and multiply in int8 with VNNI/AMX
+    instructions, float32 in and float32 out: one token reads a quarter of the bytes and
+    a prompt's matrix-matrix product is faster too.
     """
-    linears = {id(m): HalfLinear(m) for m in model.trf_blocks.modules() if type(m) is nn.Linear}
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().float()
+        scale = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        int8_weight = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        with warnings.catch_warnings():  # quantized tensors are deprecated as a user-facing type
+            warnings.simplefilter("ignore")
+            qweight = torch._make_per_channel_quantized_tensor(
+                int8_weight, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0)
+            self._packed = torch.ops.quantized.linear_prepack(qweight, bias)
+
+    def forward(self, x):
+        return torch.ops.quantized.linear_dynamic(x, self._packed, True)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+#: The linear layer of each low-precision inference copy, and whether the output head is replaced too.
+LOW_PRECISION_LINEARS = {"fp16": (HalfLinear, False), "int8": (Int8Linear, True)}
+
+
+def low_precision_copy(model: GPTModel, precision: str) -> GPTModel:
+    """A copy of `model` for inference whose linear layers store fewer bytes per weight.
+
+    "fp16": the transformer blocks' linears become `HalfLinear`s. The output head stays
+    float32 because float16 keeps only ~3 significant digits and would round the logits
+    themselves (GPT-2's are around -100, where the float16 step is 0.06), flipping close
+    greedy choices.
+    "int8": the blocks' linears and the output head become `Int8Linear`s (per-channel
+    scales keep each logit's relative error small, which float16's rounding of the
+    output does not); a tied head gets its own int8 copy of the embedding matrix.
+
+    Embeddings, LayerNorms and whatever is not replaced are shared with `model` (no
+    extra memory). The copy does not follow later changes to `model`'s weights.
+    """
+    if precision not in LOW_PRECISION_LINEARS:
+        raise ValueError(f"precision must be one of {', '.join(LOW_PRECISION_LINEARS)}, got {precision!r}")
+    make_linear, with_head = LOW_PRECISION_LINEARS[precision]
+    modules = [*model.trf_blocks.modules(), *([model.out_head] if with_head else [])]
+    linears = {id(m): make_linear(m) for m in modules if type(m) is nn.Linear}
     shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}
     return copy.deepcopy(model, memo={**shared, **linears}).eval()

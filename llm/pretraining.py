@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .checkpoints import Checkpoint, load_checkpoint
@@ -24,6 +23,7 @@ from .config import (  # noqa: F401  (chapter 5's settings live in llm.config, t
     DEFAULT_PROMPT, DEFAULT_TEXT, MAX_TEXT_BYTES, SETTINGS, GPTConfig, PretrainSettings, get_settings)
 from .data import GPTDatasetV1, count_windows
 from .generation import generate_text
+from .loss import chunked_cross_entropy
 from .model import GPTModel
 from .tokenizer import text_to_token_ids
 from .jobs import TrainingJob
@@ -143,11 +143,17 @@ def make_loaders(text: str, context_length: int, stride: int | None = None, batc
 # ---------------------------------------------------------------- loss (section 5.1)
 
 def calc_loss_batch(input_batch, target_batch, model, device=None) -> torch.Tensor:
-    """Cross-entropy of one batch: logits flattened over batch and positions (section 5.1.2)."""
+    """Cross-entropy of one batch: logits flattened over batch and positions (section 5.1.2).
+
+    The book's `F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())`, with the
+    output head applied a chunk of positions at a time (`llm.loss.chunked_cross_entropy`):
+    the same loss and gradients without the (tokens x 50,257) logits ever whole in memory.
+    """
     device = device or model.device
     input_batch, target_batch = input_batch.to(device), target_batch.to(device)
-    logits = model(input_batch)
-    return F.cross_entropy(logits.flatten(0, 1), target_batch.flatten())
+    hidden = model(input_batch, hidden=True)
+    out_head = getattr(model, "module", model).out_head  # (a DistributedDataParallel wraps the model)
+    return chunked_cross_entropy(hidden, out_head, target_batch)
 
 
 def calc_loss_loader(data_loader, model, device=None, num_batches: int | None = None) -> float:

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from llm.__main__ import main
+from llm.config import GPTConfig
 from llm.generation import (apply_sampling_filters, check_sampling, crop_prompt, generate, generate_text,
-                            inference_model, next_token_distribution, sample_next_token, stream_generate)
-from llm.model import GPTModel, HalfLinear, KVCache
+                            inference_model, next_token_distribution, sample_next_token, stream_generate,
+                            teacher_forced_agreement)
+from llm.model import GPTModel, HalfLinear, Int8Linear, KVCache
 from llm.tokenizer import ENDOFTEXT_ID
 
 # The book's toy next-token logits of section 5.3.1 (vocabulary "closer", "every", ...).
@@ -198,18 +200,9 @@ def test_fp16_greedy_tokens_agree_with_fp32(tiny_cfg):
     fast = inference_model(model, "fp16")
     assert fast.tok_emb.weight is model.tok_emb.weight  # embeddings are shared, not copied
     assert isinstance(fast.trf_blocks[0].att.W_query, HalfLinear)
-    same = total = 0
     for prompt in (PROMPT, [464, 3290, 318], [15496, 11, 995, 0, 13]):
         reference = [t.id for t in stream_generate(model, prompt, 40, eos_id=None)]
-        # teacher forcing: the fp16 model predicts each reference token from the same context
-        cache = KVCache(cfg)
-        with torch.no_grad():
-            logits = fast(torch.tensor([prompt]), kv_cache=cache, last_only=True)
-            for token in reference:
-                same += int(logits[0, -1].argmax()) == token
-                total += 1
-                logits = fast(torch.tensor([[token]]), kv_cache=cache, last_only=True)
-    assert same / total >= 0.99
+        assert teacher_forced_agreement(fast, model, prompt + reference) >= 0.99
 
 
 def test_fp16_copy_is_cached_and_follows_weight_changes(tiny_cfg):
@@ -229,6 +222,60 @@ def test_fp16_copy_is_cached_and_follows_weight_changes(tiny_cfg):
     assert third is not second and not third.trf_blocks[1].att.W_value.weight.any()
     with pytest.raises(ValueError, match="precision must be one of"):
         inference_model(model, "int3")
+
+
+# ----------------------------------------------------------------------------- int8 inference
+
+def test_int8_linear_is_close_to_linear_for_one_row_and_many():
+    linear = torch.nn.Linear(64, 48)
+    int8 = Int8Linear(linear)
+    for x in (torch.randn(1, 1, 64), torch.randn(2, 5, 64)):
+        out, reference = int8(x), linear(x)
+        assert out.shape == reference.shape and out.dtype == torch.float32
+        # weights to 1/254 of each row's range, inputs to 8 bits: a few per cent of the output's scale
+        assert (out - reference).abs().max() < 0.03 * reference.abs().max()
+
+
+@pytest.fixture(scope="module")
+def trained_tiny_model():
+    """A small GPT trained for a few dozen steps on the-verdict: peaked logits, unlike random weights."""
+    from llm.pretraining import DEFAULT_TEXT, calc_loss_batch, load_text, make_loaders
+
+    torch.manual_seed(123)
+    model = GPTModel(GPTConfig(context_length=64, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0))
+    data = make_loaders(load_text(DEFAULT_TEXT), 64, 64, 8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(3):  # about 50 steps
+        for x, y in data.train_loader:
+            optimizer.zero_grad()
+            calc_loss_batch(x, y, model).backward()
+            optimizer.step()
+    model.eval()
+    texts = [x[0].tolist() for x, _ in list(data.val_loader)[:4]]  # held-out text: not trained on
+    return model, texts
+
+
+def test_int8_greedy_choices_agree_with_fp32_on_a_trained_model(trained_tiny_model):
+    model, texts = trained_tiny_model
+    int8 = inference_model(model, "int8")
+    assert int8.tok_emb.weight is model.tok_emb.weight  # embeddings shared, not copied
+    assert isinstance(int8.trf_blocks[0].att.W_query, Int8Linear) and isinstance(int8.out_head, Int8Linear)
+    agreement = sum(teacher_forced_agreement(int8, model, text) for text in texts) / len(texts)
+    assert agreement >= 0.99
+    # and generation runs on the copy
+    assert len([t.id for t in stream_generate(model, texts[0][:8], 5, eos_id=None, precision="int8")]) == 5
+
+
+def test_int8_copy_of_a_tied_head_has_its_own_int8_head(tiny_cfg):
+    model = GPTModel(tiny_cfg.with_(tie_weights=True)).eval()
+    int8 = inference_model(model, "int8")
+    assert isinstance(int8.out_head, Int8Linear) and model.out_head.weight is model.tok_emb.weight
+    assert int8.tok_emb.weight is model.tok_emb.weight
+    x = torch.tensor([PROMPT])
+    with torch.no_grad():
+        reference, out = model(x), int8(x)
+    assert (out - reference).abs().max() < 0.05 * reference.abs().max()
+    assert inference_model(model, "int8") is int8 and inference_model(model, "fp16") is not int8
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -258,6 +305,25 @@ def test_cli_sampling_with_seed_is_reproducible(capsys):
     no_cache = run_cli(capsys, "--model", "lab-tiny", "--prompt", "Hello", "--max-new-tokens", "4",
                        "--no-cache")
     assert no_cache[0] == 0 and "no KV cache" in no_cache[2]
+
+
+def test_cli_int8_generates_and_says_so(capsys):
+    code, out, err = run_cli(capsys, "--model", "lab-tiny", "--prompt", "Every effort moves you",
+                             "--max-new-tokens", "6", "--precision", "int8")
+    assert code == 0 and out.strip() and "6 tokens in" in err and ", int8)" in err
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "respond", "classify"])
+def test_cli_precision_choices_are_the_same_for_every_command(command, capsys):
+    from llm.__main__ import build_parser
+
+    parser = build_parser()
+    required = ["--model", "m"] + (["--prompt", "p"] if command == "generate" else [])
+    assert parser.parse_args([command, *required, "--precision", "int8"]).precision == "int8"
+    assert parser.parse_args([command, *required]).precision == "fp32"
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args([command, *required, "--precision", "int4"])
+    assert exit_info.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
 
 
 def test_cli_tells_when_the_prompt_was_cropped(capsys):

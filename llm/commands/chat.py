@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from llm.commands import add_precision_argument
+
 NAME = "chat"
 HELP = "chat with an instruction-tuned model in the terminal (each message is an Alpaca instruction)"
 EXIT_WORDS = {"exit", "quit", ":q"}
@@ -18,6 +20,7 @@ def add_arguments(parser):
     parser.add_argument("--temperature", type=temperature_arg, default=0.0, help="0 = greedy (the book's setting)")
     parser.add_argument("--top-k", type=arg_type("top-k"), default=None)
     parser.add_argument("--seed", type=arg_type("seed"), default=None)
+    add_precision_argument(parser)
 
 
 def run(args) -> int:
@@ -47,7 +50,7 @@ def run(args) -> int:
         shown = ""
         sys.stdout.write("model> ")
         for reply in chat_reply_stream(model, message, args.input, args.max_new_tokens,
-                                       args.temperature, args.top_k, args.seed):
+                                       args.temperature, args.top_k, args.seed, precision=args.precision):
             if reply.startswith(shown):
                 sys.stdout.write(reply[len(shown):])
             else:  # a held-back character changed the tail: rewrite the line

@@ -5,6 +5,8 @@ import codecs
 import sys
 import time
 
+from llm.commands import add_precision_argument
+
 NAME = "generate"
 HELP = "continue a prompt with a model, streaming the text token by token"
 
@@ -28,9 +30,7 @@ def add_arguments(parser):
                         help="makes sampling reproducible (0 to 2^64-1)")
     parser.add_argument("--no-cache", action="store_true",
                         help="recompute the whole window for every token instead of using the KV cache")
-    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
-                        help="fp16 runs the transformer blocks with float16 weights: faster on a CPU, "
-                             "the same greedy tokens in our measurements")
+    add_precision_argument(parser)
 
 
 class _TokenPrinter:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sys
 
+from llm.commands import add_precision_argument
+
 NAME = "respond"
 HELP = "run an instruct model over the 110 test instructions (or a file) and write the book's responses JSON"
 
@@ -18,6 +20,7 @@ def add_arguments(parser):
     parser.add_argument("--temperature", type=temperature_arg, default=0.0)
     parser.add_argument("--top-k", type=arg_type("top-k"), default=None)
     parser.add_argument("--limit", type=int, default=None, help="answer only the first N records")
+    add_precision_argument(parser)
 
 
 def run(args) -> int:
@@ -38,7 +41,7 @@ def run(args) -> int:
     with tqdm(total=len(entries), unit="instr", desc="responding") as bar:
         try:
             for progress in generate_responses(ckpt.model, entries, args.max_new_tokens,
-                                               args.temperature, args.top_k):
+                                               args.temperature, args.top_k, precision=args.precision):
                 results = progress.results
                 bar.set_postfix(tok_s=f"{progress.new_tokens / max(progress.elapsed, 1e-9):.1f}")
                 bar.update(1)

@@ -7,6 +7,7 @@ import time
 import gradio as gr
 
 from llm import viz
+from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .shared import as_gr_error, bounded, encode_for_model, get_model, notices_md, number
@@ -20,8 +21,9 @@ knobs change the choice: **temperature** divides the logits (below 1 sharper, ab
 **top-k** keeps only the k most likely tokens, **top-p** keeps the smallest set whose probabilities add
 up to p. The chart shows the top-10 next tokens before (blue) and after (orange) the knobs — move them and
 watch. The **KV cache** stores each layer's keys and values so a new token does not recompute the whole
-prompt. On a CPU one new token reads every weight once, so **float16 weights** (half the bytes) generate
-about 1.5× faster with the same greedy tokens in our measurements (`benchmarks/bench_generate.py`)."""
+prompt. On a CPU one new token reads every weight once, so fewer bytes per weight generate faster:
+**float16** (half the bytes, the same greedy tokens in our measurements) or **int8** (a quarter, one scale
+per output channel; the same greedy choice at ≥ 99% of positions, not all) — `benchmarks/bench_generate.py`."""
 
 EXAMPLES = [
     ["Every effort moves you", 30, 0.0, 50, 1.0, 123],
@@ -61,11 +63,11 @@ def _language_model(choice, session_models):
 
 
 def generate(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed, use_cache, coloured,
-             half=False, session_models=None):
+             precision="fp32", session_models=None):
     """Stream a continuation of `prompt` token by token; yields (text html, stats, details).
 
-    `half`: run a copy of the model whose blocks hold float16 weights (`llm.generation.inference_model`):
-    decoding streams every weight from memory once per token, so half the bytes is ~1.5x the speed.
+    `precision`: "fp32", or "fp16" / "int8" to run a copy of the model with fewer bytes per weight
+    (`llm.generation.inference_model`): decoding streams every weight from memory once per token.
     """
     from llm.generation import stream_generate
     from llm.tokenizer import token_ids_to_text, token_pieces
@@ -78,7 +80,6 @@ def generate(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     prompt_text = token_ids_to_text(ids)
     new_ids, probs = [], []
     start = time.perf_counter()
-    precision = "fp16" if half else "fp32"
     stream = stream_generate(model, ids, max_new_tokens, temperature, top_k, top_p,
                              use_cache=bool(use_cache), seed=seed, precision=precision)
 
@@ -93,7 +94,7 @@ def generate(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
         if done and len(new_ids) < max_new_tokens:
             state = "stopped at <|endoftext|>"
         stats = (f"**{len(new_ids)}** new tokens · **{rate:.1f} tokens/s** · KV cache "
-                 f"{'on' if use_cache else 'off'} · {'float16' if half else 'float32'} weights · {state}")
+                 f"{'on' if use_cache else 'off'} · {precision} weights · {state}")
         details = {"prompt_ids": ids, "token_ids": list(new_ids), "probs": [round(p, 5) for p in probs],
                    "tokens_per_s": round(rate, 2), "done": done}
         return text_html, "\n\n".join(filter(None, [notices_md(notices + notes), stats])), details
@@ -157,7 +158,8 @@ def build(ctx) -> None:
     with gr.Row():
         use_cache = gr.Checkbox(value=True, label="KV cache", elem_id="gen-cache")
         coloured = gr.Checkbox(value=False, label="colour tokens by probability", elem_id="gen-colour")
-        half = gr.Checkbox(value=False, label="float16 weights (~1.5× faster on a CPU)", elem_id="gen-half")
+        weights = gr.Radio(list(INFERENCE_PRECISIONS), value="fp32", elem_id="gen-weights",
+                           label="weights: float32, float16 or int8 (fewer bytes, faster on a CPU)")
         run = gr.Button("Generate", variant="primary", elem_id="gen-run")
         stop = gr.Button("Stop", elem_id="gen-stop")
         compare = gr.Button("Compare with / without KV cache", elem_id="gen-compare")
@@ -174,7 +176,7 @@ def build(ctx) -> None:
                               elem_id="dist-table")
 
     event = gr.on([run.click, prompt.submit], generate,
-                  [ctx.picker, prompt, max_new, temperature, top_k, top_p, seed, use_cache, coloured, half,
+                  [ctx.picker, prompt, max_new, temperature, top_k, top_p, seed, use_cache, coloured, weights,
                    ctx.session_models], [output, stats, details], api_name="generate",
                   show_progress_on=[stats])
     stop.click(None, cancels=[event], api_name=False)

@@ -1,0 +1,82 @@
+"""The language-modelling loss without the whole logits tensor (section 5.1.2, made lean).
+
+The book computes `logits = model(inputs)` for every position, a (tokens x 50,257)
+tensor, then `cross_entropy(logits.flatten(0, 1), targets.flatten())`. For the lab's small
+models that tensor is most of the work and most of the memory: a 1,024-token batch
+makes 206 MB of logits, and softmax, log-probabilities and their gradient each make
+another tensor of that size.
+
+`chunked_cross_entropy` takes the final hidden states instead and applies the output
+head a few hundred rows at a time. Each chunk's logits are used at once: the loss
+(logsumexp minus the target's logit) and, while training, the gradient, which for
+cross-entropy is known in closed form, softmax(logits) - one_hot(target). The chunk's
+share of the gradients of the hidden states and of the head's weight is accumulated
+there and then, and the chunk is dropped. Backward then only scales those gradients.
+The loss and the gradients equal the plain path's up to float rounding (tests/test_loss.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+#: Rows of logits held at a time: 256 x 50,257 floats is 51 MB.
+DEFAULT_CHUNK_ROWS = 256
+IGNORE_INDEX = -100  # targets equal to this are left out of the mean, as in F.cross_entropy
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of `hidden @ weight.T` against `targets`, computed `chunk_rows` rows at a time."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk_rows, grad_enabled):
+        # (under no_grad, needs_input_grad still follows requires_grad: hence grad_enabled)
+        grad_hidden = torch.zeros_like(hidden) if grad_enabled and ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if grad_enabled and ctx.needs_input_grad[1] else None
+        needs_grad = grad_hidden is not None or grad_weight is not None
+        kept = targets != IGNORE_INDEX
+        count = int(kept.sum())
+        loss_sum = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], chunk_rows):
+            h = hidden[start:start + chunk_rows]
+            t = targets[start:start + chunk_rows]
+            k = kept[start:start + chunk_rows]
+            logits = h @ weight.T  # (rows, vocab): the only large tensor, one chunk of it
+            lse = torch.logsumexp(logits, dim=-1)
+            safe_t = t.clamp(min=0)[:, None]
+            loss_sum += ((lse - logits.gather(1, safe_t).squeeze(1)) * k).sum()
+            if needs_grad:
+                # d loss / d logits = (softmax - one_hot(target)) / count, in place in the logits
+                grad_logits = logits.sub_(lse[:, None]).exp_()
+                grad_logits.scatter_add_(1, safe_t, torch.full_like(safe_t, -1, dtype=logits.dtype))
+                grad_logits.mul_((k.to(logits.dtype) / max(count, 1))[:, None])
+                if grad_hidden is not None:
+                    torch.mm(grad_logits, weight, out=grad_hidden[start:start + chunk_rows])
+                if grad_weight is not None:
+                    grad_weight.addmm_(grad_logits.T, h)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return loss_sum / count if count else loss_sum * float("nan")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (None if grad_hidden is None else grad_hidden * grad_loss,
+                None if grad_weight is None else grad_weight * grad_loss, None, None, None)
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, head: torch.nn.Linear, targets: torch.Tensor,
+                          chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
+    """`F.cross_entropy(head(hidden).flatten(0, 1), targets.flatten())` without materialising the logits.
+
+    hidden: (..., emb_dim), the final-normed hidden states (`GPTModel(..., hidden=True)`);
+    head: the output head (a bias-free `nn.Linear`, tied or not); targets: the token ids
+    of the same leading shape (`-100` is ignored, as in `F.cross_entropy`).
+    """
+    if not 1 <= chunk_rows <= 1_000_000:
+        raise ValueError(f"chunk_rows must be between 1 and 1,000,000 (got {chunk_rows})")
+    if head.bias is not None or torch.is_autocast_enabled(hidden.device.type):
+        # The GPT's head has no bias; under autocast (bf16 on CUDA) keep autocast's own casts.
+        return F.cross_entropy(head(hidden).flatten(0, -2), targets.flatten())
+    return _ChunkedCrossEntropy.apply(hidden.reshape(-1, hidden.shape[-1]), head.weight, targets.reshape(-1),
+                                      chunk_rows, torch.is_grad_enabled())
