@@ -124,6 +124,42 @@ def config_parameter_table(cfg: GPTConfig, tied_head: bool | None = None) -> Par
     return ParameterTable(rows, tied, v * d, True)
 
 
+#: The book's GPT_CONFIG_124M (section 4.1): GPT-2 small's shape without the query/key/value biases.
+BOOK_CONFIG_124M = GPTConfig(vocab_size=50257, context_length=1024, emb_dim=768, n_heads=12, n_layers=12,
+                             drop_rate=0.1, qkv_bias=False)
+DTYPES = tuple(BYTES_PER_PARAMETER)
+
+
+def parameter_rows(table: ParameterTable) -> list[list]:
+    """[component, modules, parameters, share, MB at float32, float16, int8] per component, then the total."""
+    total = table.total
+    rows = [[r.component, r.modules, r.count, r.count / total if total else 0.0,
+             *(memory_mb(r.count, d) for d in DTYPES)] for r in table.rows]
+    rows.append(["total", "sum(p.numel() for p in model.parameters())", total, 1.0,
+                 *(memory_mb(total, d) for d in DTYPES)])
+    return rows
+
+
+def size_comparison() -> tuple[list[str], list[list]]:
+    """The book's GPT_CONFIG_124M and GPT-2's four sizes side by side, from their configs (section 4.6).
+
+    Returns (column names, rows of [label, value per column]); component rows count a separate head.
+    """
+    from .config import GPT2_SIZES, PRESETS
+
+    configs = {"GPT_CONFIG_124M (book)": BOOK_CONFIG_124M, **{s: PRESETS[s] for s in GPT2_SIZES}}
+    tables = [config_parameter_table(cfg, tied_head=False) for cfg in configs.values()]
+    rows = [[key] + [getattr(cfg, key) for cfg in configs.values()]
+            for key in ("emb_dim", "n_layers", "n_heads", "context_length", "qkv_bias")]
+    for n, row in enumerate(tables[0].rows):
+        label = "output head (when separate)" if row.component == "output head" else row.component
+        rows.append([label] + [t.rows[n].count for t in tables])
+    rows.append(["total, separate head"] + [t.total_untied for t in tables])
+    rows.append(["total, tied head"] + [t.total_tied for t in tables])
+    rows += [[f"{d} MB, tied"] + [memory_mb(t.total_tied, d) for t in tables] for d in DTYPES]
+    return list(configs), rows
+
+
 # --- 4.1-4.6: the flow of one input through the model ---------------------------------------
 
 @dataclass(frozen=True)
@@ -207,6 +243,10 @@ class ModelTrace:
 
     def __init__(self, model: GPTModel, token_ids):
         self.model = model
+        vocab = model.cfg.vocab_size
+        if any(not 0 <= int(i) < vocab for i in token_ids):
+            raise ValueError(f"This model's vocabulary has {vocab:,} tokens and the text has GPT-2 token ids beyond "
+                             "it: pick a model with GPT-2's vocabulary (50,257 tokens).")
         self.recorded = RecordedPass(model, token_ids)
         self.ids = self.recorded.idx[0].tolist()
         self._blocks: dict[int, dict[str, torch.Tensor]] = {}
@@ -404,6 +444,6 @@ def shortcut_gradients(use_shortcut: bool, layer_sizes=BOOK_LAYER_SIZES, seed: i
 
 
 __all__ = ["BYTES_PER_PARAMETER", "MB", "ParameterRow", "ParameterTable", "memory_mb", "parameter_table",
-           "config_parameter_table", "Stage", "is_classifier", "flow_stages", "STAGE_KEYS", "BLOCK_STAGES",
+           "config_parameter_table", "BOOK_CONFIG_124M", "DTYPES", "parameter_rows", "size_comparison", "Stage", "is_classifier", "flow_stages", "STAGE_KEYS", "BLOCK_STAGES",
            "StageNumbers", "ModelTrace", "layer_norm_stats", "gelu_relu_curves", "feed_forward_activations",
            "ExampleDeepNeuralNetwork", "BOOK_LAYER_SIZES", "BOOK_INPUT", "shortcut_gradients"]

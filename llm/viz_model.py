@@ -140,23 +140,23 @@ def layer_norm_figure(stats: dict[str, np.ndarray], tokens: list[str], title: st
 
 
 def gelu_figure(curves: dict[str, np.ndarray], acts: dict, title: str, bins: int = 60) -> go.Figure:
-    """Left: GELU and ReLU (figure 4.8). Right: the block's GELU outputs, negative ones in red."""
+    """Left: GELU and ReLU (figure 4.8). Right: the block's inputs to GELU; the red ones (x < 0) come out
+    of GELU slightly negative, where ReLU would give exactly 0."""
     traces = [
         {"type": "scatter", "mode": "lines", "x": curves["x"], "y": curves["gelu"], "name": "GELU",
          "line": {"color": "#1e88e5", "width": 3}, **_axes(0)},
         {"type": "scatter", "mode": "lines", "x": curves["x"], "y": curves["relu"], "name": "ReLU",
          "line": {"color": "#90a4ae", "dash": "dash"}, **_axes(0)},
     ]
-    post = acts["gelu"]
-    edges = np.linspace(float(post.min()), float(max(post.max(), post.min() + 1e-6)), bins + 1)
-    counts, _ = np.histogram(post, bins=edges)
+    pre = acts["pre"]
+    low, high = float(pre.min()), float(max(pre.max(), pre.min() + 1e-6))
+    counts, edges = np.histogram(pre, bins=np.linspace(low, high, bins + 1))
     centres = (edges[:-1] + edges[1:]) / 2
-    traces.append({"type": "bar", "x": centres, "y": counts, "name": "GELU outputs of the block",
+    traces.append({"type": "bar", "x": centres, "y": counts, "name": "inputs to GELU (red: output < 0)",
                    "marker": {"color": np.where(centres < 0, "#e53935", "#43a047").tolist()},
-                   "hovertemplate": "≈ %{x:.3f}: %{y} values<extra></extra>", **_axes(1)})
-    layout = _grid(1, 2, ["GELU vs ReLU", f"feed-forward activations: {acts['negative_share']:.1%} negative"],
+                   "hovertemplate": "x ≈ %{x:.3f}: %{y} values<extra></extra>", **_axes(1)})
+    layout = _grid(1, 2, ["GELU vs ReLU", f"inputs to GELU: {acts['negative_share']:.1%} give outputs < 0"],
                    0.08, 0.1)
-    layout["yaxis2"]["type"] = "log"
     return _figure(traces, {**layout, "title": {"text": title}, "height": 380, "bargap": 0,
                             "legend": {"orientation": "h", "y": -0.2, "x": 0}})
 

@@ -138,6 +138,25 @@ def test_bad_block_token_or_stage_is_a_sentence(tiny_cfg, bad, message):
         trace.stage_numbers(*bad)
 
 
+def test_the_books_pth_state_dict_loads_and_is_traced(tmp_path, tiny_cfg):
+    """A `model.pth` saved as in chapter 5 (`torch.save(model.state_dict(), ...)`), loaded as the picker loads it."""
+    from llm.checkpoints import load_any_checkpoint
+
+    model = GPTModel(tiny_cfg.with_(qkv_bias=False))
+    torch.save(model.state_dict(), tmp_path / "model.pth")
+    loaded = load_any_checkpoint(tmp_path / "model.pth", n_heads=tiny_cfg.n_heads).model
+    assert parameter_table(loaded).total == numel(model)
+    trace = ModelTrace(loaded, TEXT_IDS)
+    assert trace.residual_norms().shape == (tiny_cfg.n_layers + 1, len(TEXT_IDS))
+    assert trace.stage_numbers("att", 1, 7).attention.shape == (tiny_cfg.n_heads, len(TEXT_IDS))
+
+
+def test_token_ids_beyond_the_vocabulary_are_a_sentence():
+    small = GPTModel(SHAPES["wide"])  # a 1,000-token vocabulary
+    with pytest.raises(ValueError, match="vocabulary has 1,000 tokens"):
+        ModelTrace(small, TEXT_IDS)
+
+
 def test_text_longer_than_the_context_is_refused(tiny_cfg):
     with pytest.raises(ValueError, match="exceed the model's context length of 32"):
         ModelTrace(GPTModel(tiny_cfg), list(range(33)))
@@ -203,3 +222,41 @@ def test_shortcut_experiment_leaves_the_global_random_state_alone():
     state = torch.random.get_rng_state()
     shortcut_gradients(True)
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+# --- python -m llm info --params -----------------------------------------------------------------
+
+def test_cli_info_params_prints_the_table_for_a_gpt2_size_without_download(capsys):
+    from llm.__main__ import main
+
+    assert main(["info", "--params", "gpt2-small"]) == 0
+    out = capsys.readouterr().out
+    assert "124,439,808" in out and "tied to tok_emb" in out and "163,037,184" in out
+    assert "163,009,536" in out and "124,412,160" in out  # the book's GPT_CONFIG_124M column
+    assert "float16 MB" in out and "int8 MB" in out and "gpt2-xl" in out
+
+
+def test_cli_info_params_counts_a_checkpoint_file_as_loaded(tmp_path, tiny_cfg, capsys):
+    import json
+
+    from llm.__main__ import main
+    from llm.checkpoints import build_model, save_checkpoint
+
+    model = build_model(tiny_cfg, "classifier", 2)
+    path = save_checkpoint(tmp_path / "spam.safetensors", model, task="classifier", labels=["ham", "spam"])
+    assert main(["info", "--params", "--json", str(path)]) == 0
+    params = json.loads(capsys.readouterr().out)
+    assert params["model"]["total"] == numel(model) and params["model"]["total_tied"] is None
+    tied = GPTModel(tiny_cfg.with_(tie_weights=True))
+    path = save_checkpoint(tmp_path / "tied.safetensors", tied)
+    assert main(["info", "--params", "--json", str(path)]) == 0
+    params = json.loads(capsys.readouterr().out)
+    assert params["model"]["total"] == numel(tied) and params["model"]["tied"]
+
+
+def test_cli_info_without_a_model_or_params_is_a_sentence(capsys):
+    from llm.__main__ import main
+
+    assert main(["info"]) == 2
+    assert "name a checkpoint file" in capsys.readouterr().err
+    assert main(["info", "--params", "no-such-model"]) == 2
