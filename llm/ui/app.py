@@ -18,11 +18,12 @@ from .shared import LabContext, explain_all_errors, remove_stale_session_folders
 
 log = logging.getLogger(__name__)
 
-#: Tab modules in the book's order (chapters 2, 2, 3, 4-5, 5, 6, 7, 7).
+#: Tab modules in the book's order (chapters 2, 2, 3, 4, 4-5, 5, 6, 7, 7).
 TAB_MODULES = [
     "llm.ui.tokenize_tab",
     "llm.ui.embeddings_tab",
     "llm.ui.attention_tab",
+    "llm.ui.model_tab",
     "llm.ui.generate_tab",
     "llm.ui.pretrain_tab",
     "llm.ui.classify_tab",
