@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "tests" / "artifacts" / "screenshots"
 TARGET = ROOT / "docs" / "screenshots"
 SHOWN = ["tokenize", "embeddings", "attention", "generate", "pretrain-running", "pretrain-stopped",
-         "classify-finetune", "classify-explain", "instruct-finetune", "instruct", "judge"]
+         "classify-running", "classify-finetune", "classify-explain", "instruct-finetune", "instruct", "judge"]
 
 
 def main() -> None:

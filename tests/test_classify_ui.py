@@ -126,6 +126,13 @@ def test_browser_finetune_then_classify_with_explanation(lab_url, open_page):
     page.fill("#spam-epochs input", "2")
     page.fill("#spam-batch input", "16")
     page.click("#spam-train")
+    # mid-run: the step loss streams from the first step, the recipe is named in the status
+    page.wait_for_function("(document.querySelector('#spam-status') || {innerText: ''}).innerText.includes('Step')",
+                           timeout=600_000)
+    page.wait_for_selector("#spam-loss-plot canvas, #spam-loss-plot svg")
+    page.wait_for_timeout(3000)
+    assert "Recipe for" in page.inner_text("#spam-status")
+    screenshot(page, "classify-running", full_page=True)
     page.wait_for_function("(document.querySelector('#spam-result') || {innerText: ''}).innerText"
                            ".includes('Test accuracy')",
                            timeout=600_000)
