@@ -115,7 +115,7 @@ def build_cases() -> list[Case]:
     c += _vary("/logit_lens", base, 0, MODELS[:4], "choice")
     c += _vary("/logit_lens", base, 1, TEXTS[:6], "text")
     # --- chapters 4-5: generation
-    base = [M, "Every effort moves you", 3, 0.0, 50, 1.0, 123, True, False, False]
+    base = [M, "Every effort moves you", 3, 0.0, 50, 1.0, 123, True, False, "fp32"]
     c += _vary("/generate", base, 0, MODELS[:5], "choice")
     c += _vary("/generate", base, 1, TEXTS[:6], "prompt")
     c += _vary("/generate", base, 2, BAD_COUNTS + [10**6, 257], "max_new_tokens")
@@ -124,6 +124,7 @@ def build_cases() -> list[Case]:
     c += _vary("/generate", base[:3] + [1.0] + base[4:], 5, [0, -0.5, 1.5, NAN, INF, 1e-300], "top_p")
     c += _vary("/generate", base[:3] + [1.0] + base[4:], 6, [-1, 2**64, 2**70, -(2**70), 10**30, NAN], "seed")
     c += _vary("/generate", base, 7, ["yes", None], "use_cache")
+    c += _vary("/generate", base, 9, ["int3", True, None], "precision")
     base = [M, "Every effort moves you", 1.0, 50, 0.9]
     c += _vary("/next_token", base, 1, TEXTS[:4], "prompt")
     c += _vary("/next_token", base, 2, BAD_FLOATS + [1e6], "temperature")

@@ -193,13 +193,15 @@ def test_seeded_generation_repeats_and_greedy_says_so(client):
     assert cached["token_ids"] == details["token_ids"]
 
 
-def test_float16_weights_stream_the_same_greedy_tokens(client):
+def test_float16_weights_stream_the_same_greedy_tokens_and_int8_streams_too(client):
     args = (MODEL, "Every effort moves you", 10, 0, None, None, None, True, False)
-    exact = client.predict(*args, False, api_name="/generate")
-    half = client.predict(*args, True, api_name="/generate")
-    assert "float32 weights" in exact[1] and "float16 weights" in half[1]
+    exact = client.predict(*args, "fp32", api_name="/generate")
+    half = client.predict(*args, "fp16", api_name="/generate")
+    assert "fp32 weights" in exact[1] and "fp16 weights" in half[1]
     assert len(half[2]["token_ids"]) == 10 and half[2]["done"]
     assert half[2]["token_ids"] == exact[2]["token_ids"]
+    int8 = client.predict(*args, "int8", api_name="/generate")  # agreement: tests/test_generation.py
+    assert "int8 weights" in int8[1] and len(int8[2]["token_ids"]) == 10
 
 
 def test_next_token_probabilities_sum_to_at_most_one(client):

@@ -72,6 +72,8 @@ def generate(choice, prompt, max_new_tokens, temperature, top_k, top_p, seed, us
     from llm.generation import stream_generate
     from llm.tokenizer import token_ids_to_text, token_pieces
 
+    if precision not in INFERENCE_PRECISIONS:
+        raise gr.Error(f"Weights must be one of {', '.join(INFERENCE_PRECISIONS)} (got {precision!r}).")
     model = _language_model(choice, session_models)
     max_new_tokens = number(max_new_tokens, "max new tokens", int, 1, current().max_new_tokens)
     temperature, top_k, top_p, notes = _sampling(model, temperature, top_k, top_p, max_new_tokens)
