@@ -217,11 +217,12 @@ def residual(choice, text, session_models=None):
 
 
 def _fit_sliders(choice, session_models=None):
+    """The block slider spans the picked model's blocks (back to block 0 for a new model)."""
     try:
         cfg = get_model(choice, session_models).model.cfg
     except gr.Error:
         return gr.update()
-    return gr.update(maximum=cfg.n_layers - 1)
+    return gr.update(maximum=cfg.n_layers - 1, value=0)
 
 
 def build(ctx) -> None:
