@@ -540,10 +540,63 @@ def explain_errors(fn):
     return wrapper
 
 
+def explain_input_errors(component) -> None:
+    """Make `component.preprocess` (Gradio's reading of an input before the handler runs) name the
+    field and what it takes when an API caller sends a value it cannot read ("ten" to a slider, 10^6
+    beyond its maximum), instead of Gradio's bare "Error" or a sentence without the field's name."""
+    original = getattr(component, "preprocess", None)
+    if original is None or getattr(original, "_explains_errors", False):
+        return
+    label = getattr(component, "label", None) or getattr(component, "elem_id", None) or type(component).__name__
+    low, high = getattr(component, "minimum", None), getattr(component, "maximum", None)
+    if isinstance(component, (gr.Slider, gr.Number)):
+        if low is not None and high is not None:
+            takes = f"a number between {low:g} and {high:g}"
+        elif low is not None:
+            takes = f"a number of at least {low:g}"
+        else:
+            takes = "a number"
+    else:
+        takes = f"a value a {type(component).__name__} accepts"
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except gr.Error as exc:  # Gradio's own range check ("Value 0 is less than minimum value 1."): add the name
+            raise gr.Error(f"“{label}”: {exc.message} It must be {takes}.") from exc
+        except Exception as exc:  # noqa: BLE001
+            shown = repr(payload)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise gr.Error(f"“{label}” must be {takes} (got {shown}).") from exc
+
+    preprocess._explains_errors = True
+    component.preprocess = preprocess
+
+
 def explain_all_errors(demo: gr.Blocks) -> None:
-    """Route every event of `demo` through `explain_errors`; `build_app` calls this once the Blocks are built."""
+    """Route every event of `demo` through `explain_errors` and every input's reading through
+    `explain_input_errors`; `build_app` calls this once the Blocks are built."""
     for block_fn in demo.fns.values():
         block_fn.fn = explain_errors(block_fn.fn)
+        for component in block_fn.inputs:
+            explain_input_errors(component)
+    read_inputs = demo.preprocess_data
+    if getattr(read_inputs, "_explains_errors", False):
+        return
+
+    async def preprocess_data(block_fn, inputs, *args, **kwargs):
+        """Gradio checks an input's shape before `preprocess` (a chat history that is not a list)."""
+        try:
+            return await read_inputs(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            first = str(exc).strip().splitlines()
+            raise gr.Error(f"An input of this request has the wrong shape ({first[-1][:160] if first else type(exc).__name__}). "
+                           "Send the values the API description lists (view_api).") from exc
+
+    preprocess_data._explains_errors = True
+    demo.preprocess_data = preprocess_data
 
 
 def stop_run(run_state):
