@@ -155,7 +155,7 @@ def gelu_figure(curves: dict[str, np.ndarray], acts: dict, title: str, bins: int
     traces.append({"type": "bar", "x": centres, "y": counts, "name": "inputs to GELU (red: output < 0)",
                    "marker": {"color": np.where(centres < 0, "#e53935", "#43a047").tolist()},
                    "hovertemplate": "x ≈ %{x:.3f}: %{y} values<extra></extra>", **_axes(1)})
-    layout = _grid(1, 2, ["GELU vs ReLU", f"inputs to GELU: {acts['negative_share']:.1%} give outputs < 0"],
+    layout = _grid(1, 2, ["GELU vs ReLU", f"GELU inputs: {acts['negative_share']:.1%} < 0 (outputs < 0)"],
                    0.08, 0.1)
     return _figure(traces, {**layout, "title": {"text": title}, "height": 380, "bargap": 0,
                             "legend": {"orientation": "h", "y": -0.2, "x": 0}})

@@ -120,6 +120,29 @@ def test_block_stages_recompute_what_the_model_computes(tiny_cfg):
     assert (trace.residual_norms() > 0).all()
 
 
+def test_counts_and_hidden_states_match_transformers_gpt2(tmp_path):
+    """A reference no one here wrote: a random `transformers` GPT-2 loaded the way a cached GPT-2 size is."""
+    transformers = pytest.importorskip("transformers")
+    from llm.checkpoints import load_hub_gpt2_file
+
+    torch.manual_seed(5)
+    config = transformers.GPT2Config(n_embd=48, n_head=4, n_layer=3, n_positions=32, vocab_size=50257,
+                                     activation_function="gelu_new", layer_norm_epsilon=1e-5)
+    reference = transformers.GPT2LMHeadModel(config).eval()
+    reference.save_pretrained(tmp_path / "hf")
+    model = load_hub_gpt2_file(tmp_path / "hf" / "model.safetensors").model
+    table = parameter_table(model)
+    assert table.tied and table.total == reference.num_parameters() == numel(model)
+    assert table.total_untied == reference.num_parameters() + 50257 * 48
+    with torch.no_grad():
+        out = reference(torch.tensor([TEXT_IDS]), output_hidden_states=True)
+    trace = ModelTrace(model, TEXT_IDS)
+    ours = trace.hidden_states()
+    for n in range(3):  # embeddings, then blocks 0 and 1 (the reference's last one has ln_f applied)
+        torch.testing.assert_close(ours[n], out.hidden_states[n][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(trace.final([7])["logits"][0], out.logits[0, 7], atol=1e-4, rtol=1e-4)
+
+
 def test_classifier_next_stage_gives_class_probabilities_of_the_last_token(tiny_cfg):
     model = build_model(tiny_cfg, "classifier", 2).eval()
     trace = ModelTrace(model, TEXT_IDS)
