@@ -37,14 +37,16 @@ CACHE_COMPARE_TOKENS = 60
 
 def _sampling(model, temperature, top_k, top_p, max_new_tokens=None):
     """Check the knobs with `check_sampling`; return (temperature, top_k, top_p, notes)."""
-    from llm.bounds import check_optional, check_temperature
     from llm.generation import check_sampling
 
-    try:
-        top_k = check_optional("top-k", top_k)
-        top_p = check_optional("top-p", top_p)
-        temperature = 0.0 if temperature in (None, "") else check_temperature(temperature)
+    top_k = None if top_k in (None, "") else top_k
+    top_p = None if top_p in (None, "") else top_p
+    temperature = 0.0 if temperature in (None, "") else temperature
+    try:  # every knob finite and in range (`llm.bounds`), with the sentences of check_sampling
         check_sampling(temperature, top_k, top_p, max_new_tokens, model.cfg.context_length, model.cfg.vocab_size)
+        temperature = float(temperature)
+        top_k = None if top_k is None else int(top_k)
+        top_p = None if top_p is None else float(top_p)
     except ValueError as exc:
         raise as_gr_error(exc) from None
     notes = []
