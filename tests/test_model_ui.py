@@ -115,8 +115,7 @@ def test_residual_stream_norms_per_block_and_token(client):
 @pytest.mark.parametrize("args, message", [
     ((MODEL, "", 0, 0, "att"), "text is empty"),
     ((MODEL, TEXT, 2, 0, "att"), "2 transformer blocks: pick a block from 0 to 1"),
-    # the token slider's maximum follows the text (Gradio checks it once a flow has set it; else the tab does)
-    ((MODEL, TEXT, 0, 4, "att"), "4 tokens: pick a token from 0 to 3|greater than maximum value 3"),
+    ((MODEL, TEXT, 0, 4, "att"), "4 tokens: pick a token from 0 to 3"),
     ((MODEL, TEXT, 0, 0, "attention please"), "not in the list of choices: \\['ids', 'tok_emb'"),  # Gradio checks
 ])
 def test_bad_input_gets_a_sentence(client, args, message):
@@ -127,6 +126,15 @@ def test_bad_input_gets_a_sentence(client, args, message):
 def test_text_longer_than_the_view_is_cut_with_a_notice(client):
     status, _, shapes, _ = client.predict(MODEL, "word " * 300, 0, 0, "att", api_name="/model_flow")
     assert "only the first 64" in status and shapes[0]["shape"] == [1, 64]
+
+
+def test_a_one_token_text_works_and_token_1_is_a_sentence(client):
+    status, _, shapes, _ = client.predict(MODEL, "Hi", 0, 63, "att", api_name="/model_flow")
+    assert "1 token ·" in status and shapes[0]["shape"] == [1, 1]
+    _, table = client.predict(MODEL, "Hi", 1, 0, "next", api_name="/model_stage")
+    assert len(rows(table)) == 10
+    with pytest.raises(AppError, match="The text has 1 token: pick token 0"):
+        client.predict(MODEL, "Hi", 0, 1, "att", api_name="/model_stage")
 
 
 def test_a_classifier_checkpoint_has_a_two_class_head(client, tmp_path, tiny_cfg):

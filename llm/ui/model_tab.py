@@ -73,7 +73,7 @@ def _tokens(trace) -> list[str]:
 
 
 def flow(choice, text, block, token, stage, session_models=None):
-    """The model as a flow of stages with this text's shapes; also fits the token slider to the text."""
+    """The model as a flow of stages with this text's shapes; also moves the token slider onto the text."""
     from llm import viz_model
     from llm.architecture import flow_stages
 
@@ -84,10 +84,12 @@ def flow(choice, text, block, token, stage, session_models=None):
         stages = flow_stages(cfg, trace.num_tokens, block, model.out_head.out_features)
     note = "Dropout (drop_emb, drop_shortcut) is the identity while looking; it only acts in training."
     status = "\n\n".join(filter(None, [random_weights_note(choice, session_models), notices_md(notices),
-                                       f"{trace.num_tokens} tokens · {cfg.n_layers} transformer blocks · "
+                                       f"{trace.num_tokens} token{'s' if trace.num_tokens > 1 else ''} · {cfg.n_layers} transformer blocks · "
                                        f"emb_dim {cfg.emb_dim} · {cfg.n_heads} heads · context {cfg.context_length}"]))
     shapes = [{"key": s.key, "module": s.module, "shape": list(s.shape), "section": s.section} for s in stages]
-    token_update = gr.update(maximum=trace.num_tokens - 1, value=min(int(token or 0), trace.num_tokens - 1))
+    # The slider keeps its range (a maximum set per text would make Gradio refuse a later, longer text's
+    # positions); its value moves onto the text's last token when beyond it, before the stage view reads it.
+    token_update = gr.update(value=min(number(token, "token", int, 0), trace.num_tokens - 1))
     return (status, viz_model.flow_html(stages, cfg.n_layers, block, stage, note), shapes, token_update)
 
 
@@ -222,7 +224,7 @@ def _fit_sliders(choice, session_models=None):
         cfg = get_model(choice, session_models).model.cfg
     except gr.Error:
         return gr.update()
-    return gr.update(maximum=cfg.n_layers - 1, value=0)
+    return gr.update(maximum=max(1, cfg.n_layers - 1), value=0)  # maximum > minimum, even for one block
 
 
 def build(ctx) -> None:
