@@ -8,7 +8,7 @@ import gradio as gr
 
 from llm import viz
 
-from .shared import encode_for_model, get_model, notices_md, random_weights_note
+from .shared import bounded, encode_for_model, get_model, notices_md, random_weights_note
 
 TITLE = "Attention"
 
@@ -59,7 +59,7 @@ def _records(choice, model, ids, layer: int | None = None):
 
 def _check_layer_head(model, layer, head):
     cfg = model.cfg
-    layer, head = int(layer), int(head)
+    layer, head = bounded(layer, "layer"), bounded(head, "head")
     if not 0 <= layer < cfg.n_layers:
         raise gr.Error(f"This model has {cfg.n_layers} layers: pick a layer from 0 to {cfg.n_layers - 1}.")
     if not 0 <= head < cfg.n_heads:
