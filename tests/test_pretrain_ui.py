@@ -67,7 +67,8 @@ def test_training_streams_loss_samples_and_ends_with_perplexity_and_checkpoint(t
     from llm.checkpoints import load_checkpoint
 
     updates, (status, plot, lr_plot, timeline, result, checkpoint, picker) = trained
-    assert updates[0][0].endswith("Preparing the data and the model…")  # the first update comes at once
+    assert updates[0][0] == "Reading and tokenizing the text…"  # the first update comes at once
+    assert updates[1][0].endswith("Preparing the data and the model…")
     assert any("Step **" in u[0] and "tokens/s" in u[0] and "remaining" in u[0] for u in updates)
     assert "✅ Done: 6 steps" in status
     rows = _rows(plot)
@@ -123,7 +124,7 @@ def test_bad_inputs_give_clear_messages(client, tmp_path):
         (dict(source="upload", upload=handle_file(str(binary))), "image.txt looks like a binary file"),
         (dict(source="upload", upload=None), "Upload a .txt file first"),
         (dict(lr=-1e-3), "learning rate must be a positive number"),
-        (dict(batch_size=0), "Batch size must be at least 1"),
+        (dict(batch_size=0), "Batch size.*(must be|minimum value 1)"),
         (dict(mode="lecture", max_length=128), "max_length 128 is beyond the model's context length of 64"),
         (dict(max_length=64), "beyond the model's context length of 32"),
         (dict(n_heads=3), "must be divisible by n_heads"),

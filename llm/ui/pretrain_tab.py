@@ -282,7 +282,7 @@ def make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, m
     if len(prompt) > MAX_PROMPT_CHARS:
         raise gr.Error(f"The sample prompt has {len(prompt):,} characters; use at most {MAX_PROMPT_CHARS}.")
     base_settings = mode_settings(mode, is_random(mode, base, session_models))
-    lr = number(lr, "Learning rate", float, 1e-8, 1.0)
+    lr = number(lr, "Learning rate")  # TrainConfig.validate explains a bad one
     if eval_batches is not None:  # 0: the whole loaders (slow on a long text)
         batches = number(eval_batches, "Evaluation batches", int, 0, 100_000)
         base_settings = base_settings.with_(eval_batches=batches or None)
@@ -400,11 +400,14 @@ def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context
     """Train, streaming (status, loss plot, learning rate, samples); save, register and select the model."""
     from llm.pretraining import pretrain
 
+    target = checkpoint_folder(keep, session_dir)
+    stop = threading.Event()
+    same = gr.update()
+    # at once, before the text is read and tokenized (seconds for a text of several MB)
+    yield ("Reading and tokenizing the text…", same, same, same, same, same, same, same, stop, target.session_dir)
     plan = make_plan(source, upload, mode, base, emb_dim, n_layers, n_heads, context, max_length, stride,
                      batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt, session_models,
                      eval_batches)
-    target = checkpoint_folder(keep, session_dir)
-    stop = threading.Event()
     intro = plan.intro()
     if plan.cfg.num_parameters() >= ESTIMATE_FROM_PARAMETERS:
         intro += "\n\n" + estimate_line(plan)
@@ -420,7 +423,6 @@ def pretrain_run(source, upload, mode, base, emb_dim, n_layers, n_heads, context
         return (f"pretrained · {plan.mode} · {plan.text_name} · {result.steps} steps"
                 + (f" · val loss {val:.2f}" if val is not None and math.isfinite(val) else ""))
 
-    same = gr.update()
     for frame in drive(start, path_for, intro, stop, label=label, task="lm", session_models=session_models,
                        in_catalog=target.in_catalog):
         live = frame.live
