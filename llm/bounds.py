@@ -58,8 +58,7 @@ BOUNDS: dict[str, Bound] = {
     "stride": Bound(1, 100_000, True, why="as max length"),
     "layer": Bound(0, 1_000, True, why="below the model's depth (checked against the model too)"),
     "head": Bound(0, 1_000, True, why="below the model's heads (checked against the model too)"),
-    # classification fine-tuning (chapter 6)
-    "last blocks k": Bound(1, 1_000, True, why="blocks to train; at most the model's depth (checked there too)"),
+    # classification fine-tuning (chapter 6; the last-k policy's k is checked against the model's depth there)
     "LoRA rank": Bound(1, 1_024, True, why="the rank of A and B; above the model's width it adds nothing"),
     # the judge (section 7.8)
     "parallel": Bound(1, 64, True, why="requests at once to one Ollama server; more only queue there"),
