@@ -129,7 +129,9 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
         raise gr.Error(sentence(exc)) from None
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
-    intro = reason.replace(" The values stay editable.", "")
+    t = settings.train
+    intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, lr {t.lr:g} "
+             f"({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
 
     def start():
         from llm.limits import current

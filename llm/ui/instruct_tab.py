@@ -130,7 +130,9 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
         raise gr.Error("The file has too few records to split 85/5/10: give at least 2.")
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
-    intro = (reason.replace(" The values stay editable.", "") + f"\n\n{len(splits.train):,} train / "
+    t = settings.train
+    intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: lr {t.lr:g} ({t.schedule}), "
+             f"{t.epochs} epochs, batch {settings.batch_size} · {len(splits.train):,} train / "
              f"{len(splits.val):,} validation records" + (" · instruction masked out of the loss"
                                                           if mask_instructions else ""))
 

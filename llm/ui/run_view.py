@@ -35,6 +35,10 @@ POLL_S = 0.1
 SMOOTHING = 0.1
 #: Most raw step points drawn; longer runs draw every k-th step (the smoothed curve keeps every step's weight).
 MAX_POINTS = 1500
+#: Every series of the loss plot, declared up front: the browser fixes its colours (and legend) at the
+#: first update, when only the step losses exist yet.
+LOSS_COLOURS = {"step loss": "#90caf9", "smoothed": "#1565c0", "train loss (evaluation)": "#ef6c00",
+                "validation loss (evaluation)": "#2e7d32"}
 
 
 def duration(seconds: float | None) -> str:
@@ -245,7 +249,8 @@ def run_panel(prefix: str, extra: Callable | None = None) -> RunPanel:
     tab's own view (samples, accuracy) beside the loss plot."""
     status = gr.Markdown(elem_id=f"{prefix}-status")
     with gr.Row():
-        loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", title="Loss at every step",
+        loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", color_map=LOSS_COLOURS,
+                                title="Loss at every step",
                                 x_title="optimizer step", y_title="cross-entropy loss", height=320,
                                 elem_id=f"{prefix}-loss-plot", scale=3)
         if extra is not None:
