@@ -12,8 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .run_view import drive, run_panel, sentence, wire
-from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, find_entry, get_model, notices_md, number
+from .run_view import drive, recipe_for, run_panel, sentence, wire
+from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
 
 TITLE = "Classify"
 
@@ -51,12 +51,9 @@ SPAM_COLOUR, HAM_COLOUR = (229, 57, 53), (67, 160, 71)
 
 def base_recipe(base, session_models=None):
     """(recipe, reason) for fine-tuning `base`: the book's for a pretrained model, from scratch for random weights."""
-    from llm.recipes import is_random_base, recipe_reason, spam_recipe
+    from llm.recipes import spam_recipe
 
-    entry = find_entry(base, session_models)
-    random_base = is_random_base(base, entry.kind if entry is not None else None)
-    recipe = spam_recipe(random_base)
-    return recipe, recipe_reason(random_base, entry.label if entry is not None else str(base), recipe)
+    return recipe_for(base, session_models, spam_recipe)
 
 
 def fill_recipe(base, session_models=None):

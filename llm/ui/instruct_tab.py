@@ -14,7 +14,7 @@ import gradio as gr
 from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
-from .run_view import drive, run_panel, sentence, wire
+from .run_view import drive, recipe_for, run_panel, sentence, wire
 from .shared import DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, get_model, number, stop_run
 
 TITLE = "Instruct & chat"
@@ -90,12 +90,9 @@ def _samples_text(samples: list[tuple[int, str]], entry: dict) -> str:
 
 def base_recipe(base, session_models=None):
     """(recipe, reason): the book's for a pretrained base, the from-scratch one for random weights."""
-    from llm.recipes import instruct_recipe, is_random_base, recipe_reason
+    from llm.recipes import instruct_recipe
 
-    entry = find_entry(base, session_models)
-    random_base = is_random_base(base, entry.kind if entry is not None else None)
-    recipe = instruct_recipe(random_base)
-    return recipe, recipe_reason(random_base, entry.label if entry is not None else str(base), recipe)
+    return recipe_for(base, session_models, instruct_recipe)
 
 
 def fill_recipe(base, session_models=None):

@@ -61,6 +61,19 @@ def sentence(exc: Exception) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def recipe_for(base, session_models, choose: Callable):
+    """(recipe, reason) for training `base`: `choose(random_base)` is `llm.recipes.spam_recipe` or
+    `instruct_recipe`; the base counts as random when the catalog lists it as a preset."""
+    from llm.recipes import is_random_base, recipe_reason
+
+    from .shared import find_entry
+
+    entry = find_entry(base, session_models)
+    random_base = is_random_base(base, entry.kind if entry is not None else None)
+    recipe = choose(random_base)
+    return recipe, recipe_reason(random_base, entry.label if entry is not None else str(base), recipe)
+
+
 # --- what a run has shown so far -----------------------------------------------------------------
 
 @dataclass
