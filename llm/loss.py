@@ -37,23 +37,24 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         kept = targets != IGNORE_INDEX
         count = int(kept.sum())
         loss_sum = hidden.new_zeros((), dtype=torch.float32)
+        scale = 1.0 / max(count, 1)
         for start in range(0, hidden.shape[0], chunk_rows):
-            h = hidden[start:start + chunk_rows]
-            t = targets[start:start + chunk_rows]
-            k = kept[start:start + chunk_rows]
+            rows = slice(start, start + chunk_rows)
+            h, t, k = hidden[rows], targets[rows].clamp(min=0)[:, None], kept[rows]
             logits = h @ weight.T  # (rows, vocab): the only large tensor, one chunk of it
-            lse = torch.logsumexp(logits, dim=-1)
-            safe_t = t.clamp(min=0)[:, None]
-            loss_sum += ((lse - logits.gather(1, safe_t).squeeze(1)) * k).sum()
+            log_probs = torch.log_softmax(logits, dim=-1)
+            del logits
+            loss_sum -= (log_probs.gather(1, t).squeeze(1) * k).sum()
             if needs_grad:
-                # d loss / d logits = (softmax - one_hot(target)) / count, in place in the logits
-                grad_logits = logits.sub_(lse[:, None]).exp_()
-                grad_logits.scatter_add_(1, safe_t, torch.full_like(safe_t, -1, dtype=logits.dtype))
-                grad_logits.mul_((k.to(logits.dtype) / max(count, 1))[:, None])
+                # d loss / d logits = (softmax - one_hot(target)) / count, made in place of the log-probabilities
+                grad_logits = log_probs.exp_()
+                grad_logits.scatter_add_(1, t, torch.full(t.shape, -1.0, dtype=grad_logits.dtype))
+                if not bool(k.all()):
+                    grad_logits[~k] = 0.0
                 if grad_hidden is not None:
-                    torch.mm(grad_logits, weight, out=grad_hidden[start:start + chunk_rows])
+                    grad_hidden[rows].addmm_(grad_logits, weight, beta=0, alpha=scale)
                 if grad_weight is not None:
-                    grad_weight.addmm_(grad_logits.T, h)
+                    grad_weight.addmm_(grad_logits.T, h, alpha=scale)
         ctx.save_for_backward(grad_hidden, grad_weight)
         return loss_sum / count if count else loss_sum * float("nan")
 
