@@ -146,6 +146,19 @@ def temperature_arg(text: str) -> float:
 
 def max_new_tokens_arg():
     """argparse type for a generation length: 1 to the lab's limit (`llm.limits`, 1,024 locally)."""
+    import argparse
+
     from .limits import current
 
-    return arg_type("max new tokens", Bound(1, current().max_new_tokens, integer=True))
+    most = current().max_new_tokens
+
+    def parse(text: str) -> int:
+        try:
+            return check("max new tokens", int(text) if text.strip().lstrip("+-").isdigit() else float(text),
+                         Bound(1, most, integer=True))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"max new tokens must be at least 1 and at most {most:,} "
+                                             f"(the lab's generation limit), got {text}") from None
+
+    parse.__name__ = "max new tokens"
+    return parse

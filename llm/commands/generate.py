@@ -12,22 +12,21 @@ HELP = "continue a prompt with a model, streaming the text token by token"
 
 
 def add_arguments(parser):
-    from llm.bounds import MIN_TEMPERATURE, arg_type, max_new_tokens_arg, temperature_arg
+    from llm.bounds import MIN_TEMPERATURE
     from llm.limits import current
 
+    # Numbers are checked in run() by check_sampling (finite, in range: llm.bounds) and the lab's limit.
     parser.add_argument("--model", required=True,
                         help="a preset (e.g. lab-tiny), a GPT-2 size (gpt2-small) or a checkpoint file")
     parser.add_argument("--prompt", required=True, help="the text to continue")
-    parser.add_argument("--max-new-tokens", type=max_new_tokens_arg(), default=50,
+    parser.add_argument("--max-new-tokens", type=int, default=50,
                         help=f"how many tokens to add, 1 to {current().max_new_tokens} (the lab's generation limit)")
-    parser.add_argument("--temperature", type=temperature_arg, default=0.0,
+    parser.add_argument("--temperature", type=float, default=0.0,
                         help=f"0 means greedy (the default); else {MIN_TEMPERATURE} to 100")
-    parser.add_argument("--top-k", type=arg_type("top-k"), default=None,
-                        help="sample only among the k most likely tokens")
-    parser.add_argument("--top-p", type=arg_type("top-p"), default=None,
+    parser.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
+    parser.add_argument("--top-p", type=float, default=None,
                         help="sample only among the most likely tokens whose probabilities add up to p")
-    parser.add_argument("--seed", type=arg_type("seed"), default=None,
-                        help="makes sampling reproducible (0 to 2^64-1)")
+    parser.add_argument("--seed", type=int, default=None, help="makes sampling reproducible (0 to 2^64-1)")
     parser.add_argument("--no-cache", action="store_true",
                         help="recompute the whole window for every token instead of using the KV cache")
     add_precision_argument(parser)
@@ -61,7 +60,12 @@ def run(args) -> int:
     from llm.generation import check_sampling, crop_prompt, stream_generate
     from llm.tokenizer import ENDOFTEXT, ENDOFTEXT_ID, text_to_token_ids
 
-    check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
+    from llm.limits import current
+
+    check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens, seed=args.seed)
+    if args.max_new_tokens > current().max_new_tokens:
+        raise ValueError(f"max new tokens must be at most {current().max_new_tokens:,} (the lab's generation "
+                         f"limit), got {args.max_new_tokens:,}")
     ids = text_to_token_ids(args.prompt)
     if not ids:
         raise ValueError("the prompt is empty: give some text to continue")
