@@ -66,7 +66,7 @@ class Case:
     endpoint: str
     args: tuple
     label: str
-    owner: str | None = None  # an issue whose fix this case waits for
+    owner: str | None = None  # the issue whose fix this case checks, when not issue 14
 
 
 NAN, INF = float("nan"), float("inf")
@@ -75,7 +75,7 @@ BAD_COUNTS = [0, -1, 10**9, 2**70, NAN, INF, 1e308, "ten", None]
 TEXTS = ["", "   ", "\x00\x01\x02", "a" * 200_000, "<|endoftext|>" * 3_000, "🤖" * 5_000, None, 12345]
 MODELS = ["nonexistent", "/etc/passwd", "../../../etc/shadow", "", None, "gpt2-xl", "http://169.254.169.254/"]
 M = "lab-tiny"
-ISSUE_19 = "issue 19 (training bounds, memory estimate)"
+ISSUE_19 = "issue 19 (training bounds, memory estimate)"  # landed: these cases pass
 
 
 def _vary(endpoint: str, base: dict, field: str, values, owner=None) -> list[Case]:
@@ -411,9 +411,7 @@ def test_the_sweep_covers_every_endpoint_with_300_inputs(sweep):
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.endpoint}:{c.label}" for c in CASES])
-def test_hostile_input_gets_a_sentence_and_the_server_survives(sweep, case, request):
-    if case.owner:
-        request.applymarker(pytest.mark.xfail(reason=f"waits for {case.owner}", strict=False))
+def test_hostile_input_gets_a_sentence_and_the_server_survives(sweep, case):
     record = sweep.run(case)
     assert record["outcome"] in ("ok", "clear"), record
     assert sweep.app.alive(), sweep.app.log()[-2000:]
