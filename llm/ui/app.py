@@ -14,6 +14,7 @@ import gradio as gr
 
 from llm.limits import current
 
+from . import lecture
 from .shared import LabContext, explain_all_errors, remove_stale_session_folders
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,19 @@ def load_tab_modules(names=None) -> list:
 def build_app(tab_modules=None) -> gr.Blocks:
     """Build the lab: intro, shared model picker and status line, then the tabs."""
     with gr.Blocks(title="LLM Scratch Lab") as demo:
-        gr.Markdown(INTRO)
+        presenter_switch = lecture.build_intro(INTRO)
         if current().describe():
             gr.Markdown(current().describe(), elem_id="space-limits")
         ctx = LabContext(demo)
-        with gr.Tabs():
+        lecture_controls = lecture.LectureControls(ctx, presenter_switch)
+        # "wrap": every tab stays visible on a phone (Gradio's default hides most behind "⋯").
+        with gr.Tabs(overflow_behavior="wrap") as tabs:
             for module in load_tab_modules(tab_modules):
                 short = module.__name__.rsplit(".", 1)[-1].removesuffix("_tab")
                 with gr.Tab(module.TITLE, id=short, elem_id=f"tab-{short}"):
                     module.build(ctx)
         ctx.finish()
+        lecture_controls.wire(demo, tabs)
     explain_all_errors(demo)  # every failure reaches the visitor as a sentence, never a bare "Error"
     remove_stale_session_folders()  # what a crashed run left in the temporary folder
     # Visitors beyond the queue's size are told to come back later instead of waiting forever.
@@ -79,7 +83,7 @@ def launch_kwargs() -> dict:
     """Arguments for `demo.launch` that belong to the page (Gradio 6 moved css there) and the limits."""
     # An int: Gradio's size parser takes whole numbers with a unit only ("1.5gb" fails at launch).
     # Locally 8 GB admits GPT-2 XL (6.4 GB); a Space's 1.5 GB admits GPT-2 medium (1.4 GB).
-    kwargs = {"css": CSS, "max_file_size": current().upload_bytes}
+    kwargs = {"css": CSS + lecture.CSS, "max_file_size": current().upload_bytes}
     if current().name == "spaces":  # a Space serves on 0.0.0.0:7860 whatever the environment says
         kwargs.update(server_name="0.0.0.0", server_port=7860)
     return kwargs

@@ -314,21 +314,25 @@ class LabContext:
         self._pickers: list[tuple[gr.Dropdown, tuple[str, ...] | None]] = []
         self.session_models = gr.State([], time_to_live=SESSION_TTL_S)
         self.session_dir = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_folder)
-        with gr.Row(equal_height=True):
-            with gr.Column(scale=3):
+        # One row: picker | status line and its buttons | upload, so the tabs start high on a
+        # 1280x720 projector; on a phone the columns stack (llm/ui/lecture.py's CSS).
+        with gr.Row(equal_height=False, elem_id="lab-bar"):
+            with gr.Column(scale=3, min_width=320):
                 self.picker = gr.Dropdown(
                     choices=_startup_choices(), value=DEFAULT_MODEL, label="Model (shared by the tabs)",
                     info="wharton-gpt is trained (bundled); GPT-2 sizes are OpenAI's weights; presets are random, to train.",
                     elem_id="model-picker")
                 self.model_info = gr.Markdown(elem_id="model-info")
+            with gr.Column(scale=2, min_width=260):
+                self.status = gr.Markdown("Loading the model list…", elem_id="lab-status")
+                with gr.Row(elem_id="lab-status-buttons"):
+                    self.hub_button = gr.Button("Check Hub", size="sm", scale=0, min_width=110, elem_id="check-hub")
+                    self.download_button = gr.Button("Download GPT-2 weights", size="sm", scale=0, min_width=190,
+                                                     elem_id="download-gpt2")
             self.upload = gr.File(label="Upload a checkpoint (.safetensors or the book's .pth)",
-                                  file_types=CHECKPOINT_TYPES, elem_id="model-upload", scale=2, height=150)
+                                  file_types=CHECKPOINT_TYPES, elem_id="model-upload", scale=2, min_width=220,
+                                  height=120)
         self._pickers.append((self.picker, None))
-        with gr.Row(equal_height=True):
-            self.status = gr.Markdown("Loading the model list…", elem_id="lab-status")
-            self.hub_button = gr.Button("Check Hub", size="sm", scale=0, min_width=110, elem_id="check-hub")
-            self.download_button = gr.Button("Download GPT-2 weights", size="sm", scale=0, min_width=190,
-                                             elem_id="download-gpt2")
         self.upload_message = gr.Markdown(elem_id="upload-message")
 
     def model_picker(self, label: str = "Model", tasks: tuple[str, ...] | None = None,
