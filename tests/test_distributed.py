@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -65,7 +64,7 @@ def test_only_rank_0_writes_one_checkpoint_and_prints(ddp_run):
     out = ddp_run["out"]
     assert sorted(p.name for p in out.parent.iterdir()) == ["ddp.loss.csv", "ddp.loss.html", "ddp.safetensors"]
     ckpt = load_checkpoint(out)
-    assert ckpt.training["steps"] == 4 and ckpt.training["pretrain"]["grad_accum"] == 2
+    assert ckpt.training["steps"] == 4 and ckpt.training["pretrain"]["train"]["grad_accum"] == 2
     state = load_training_state(ckpt)
     assert state.world_size == 2 and state.batch_in_epoch == 8  # 4 steps x 2 micro-batches on each rank
     stdout = ddp_run["stdout"]
@@ -77,8 +76,8 @@ def test_only_rank_0_writes_one_checkpoint_and_prints(ddp_run):
 def test_matches_one_process_with_the_same_global_batch(ddp_run):
     """1 process x batch 4 with the sampler's order for 1 replica sees, per step, the 4 windows that
     2 ranks x 2 micro-batches of 1 saw: the same losses and weights up to float rounding."""
-    settings = replace(get_settings("book-ch05").with_(model="lab-tiny", context_length=32, stride=32, batch_size=4,
-                                                     max_steps=4, eval_every=100), epochs=None)
+    settings = get_settings("book-ch05").with_(model="lab-tiny", context_length=32, stride=32, batch_size=4,
+                                               max_steps=4, epochs=None, eval_every=100)
     job = pretrain(load_text(DEFAULT_TEXT), settings)  # the same initial weights and data as the command
     dataset = job.data.train_loader.dataset
     sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=settings.seed)
