@@ -135,10 +135,13 @@ def test_stop_ends_a_job_in_the_middle_of_a_long_step(tmp_path):
 def test_the_loss_plot_has_every_step_smoothed_and_axes_from_the_first_point():
     live = Live()
     live.add(TrainEvent("step", 1, 100, 1, 256, 10.94, {}, 1e-4))
+    assert live.loss_plot() == {"__type__": "update"}  # not before the first evaluation (its series would be lost)
+    live.add(TrainEvent("eval", 1, 100, 1, 256, 10.94, {"train_loss": 10.9, "val_loss": 10.95}, 1e-4))
     update = live.loss_plot()
     assert update["x_lim"] == [0, 100] and update["y_lim"][0] == 0 and update["y_lim"][1] >= 10.94
     frame = update["value"]
-    assert list(frame["kind"]) == ["step loss", "smoothed"] and frame["step"].dtype == "int64"
+    assert list(frame["kind"]) == ["step loss", "smoothed", "train loss (evaluation)", "validation loss (evaluation)"]
+    assert frame["step"].dtype == "int64"
     for step in range(2, 101):
         live.add(TrainEvent("step", step, 100, 1, 256 * step, 10.94 - step * 0.05, {}, 1e-4))
     smoothed = [s for _, _, s, _ in live.steps]

@@ -35,8 +35,7 @@ POLL_S = 0.1
 SMOOTHING = 0.1
 #: Most raw step points drawn; longer runs draw every k-th step (the smoothed curve keeps every step's weight).
 MAX_POINTS = 1500
-#: Every series of the loss plot, declared up front: the browser fixes its colours (and legend) at the
-#: first update, when only the step losses exist yet.
+#: The colours of the loss plot's series.
 LOSS_COLOURS = {"step loss": "#90caf9", "smoothed": "#1565c0", "train loss (evaluation)": "#ef6c00",
                 "validation loss (evaluation)": "#2e7d32"}
 
@@ -107,8 +106,12 @@ class Live:
         return self.steps[::k] if k == 1 or self.steps[-1:] == self.steps[::k][-1:] else self.steps[::k] + self.steps[-1:]
 
     def loss_plot(self):
-        """The loss plot's update: step loss, smoothed, and the evaluations, on axes that fit from the start."""
-        if not self.steps:
+        """The loss plot's update: step loss, smoothed, and the evaluations, on axes that fit from the start.
+
+        Drawn from the first evaluation on (right after step 1): the browser fixes the plot's series
+        at its first data, so a first frame without evaluation points would hide them for good.
+        """
+        if not self.steps or not self.evals:
             return gr.update()
         import pandas as pd
 
