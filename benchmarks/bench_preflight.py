@@ -84,8 +84,8 @@ def main() -> None:
                                              len(text_to_token_ids(DEFAULT_PROMPT)))
     rows.append(row(f"generate 200 tokens on {key}", predicted, measure_generation(model)))
 
-    step_s, run = preflight.time_spam_steps(key)
-    rows.append(row(f"spam fine-tune on {key}", preflight.predict_spam(step_s, run), measure_spam(key)))
+    step_s, forward_s, run = preflight.time_spam_steps(key)
+    rows.append(row(f"spam fine-tune on {key}", preflight.predict_spam(step_s, forward_s, run), measure_spam(key)))
 
     if not args.skip_pretrain:
         step_s, eval_s = preflight.time_pretrain_steps()
