@@ -300,7 +300,7 @@ class Int8Linear(nn.Module):
 
     #: Quantize the inputs to 7 bits instead of 8 where the CPU lacks VNNI: there fbgemm adds
     #: products in saturating 16-bit pairs, which full 8-bit inputs could overflow. With 8 bits
-    #: the greedy choices of the bundled model agreed with float32 at 99.4% of positions, with 7 at 98.5%.
+    #: the greedy choices of a Wharton model agreed with float32 at 99.4% of positions, with 7 at 98.5%.
     reduce_range = not torch.cpu._is_vnni_supported()
 
     def extra_repr(self) -> str:

@@ -23,7 +23,7 @@ up to p. The chart shows the top-10 next tokens before (blue) and after (orange)
 watch. The **KV cache** stores each layer's keys and values so a new token does not recompute the whole
 prompt. On a CPU one new token reads every weight once, so fewer bytes per weight generate faster:
 **float16** (half the bytes, the same greedy tokens in our measurements) or **int8** (a quarter, one scale
-per output channel; the same greedy choice at ≥ 99% of positions, not all) — `benchmarks/bench_generate.py`."""
+per output channel; the same greedy choice as float32 at about 99% of positions, not all) — `benchmarks/bench_generate.py`."""
 
 EXAMPLES = [
     ["Every effort moves you", 30, 0.0, 50, 1.0, 123],
