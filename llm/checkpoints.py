@@ -415,10 +415,11 @@ def _read_weights(path, lazy: bool = False) -> _Weights:
         raise CheckpointError(f"{path.name} is empty (0 bytes): not a checkpoint")
     with open(path, "rb") as f:
         head = f.read(9)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip (torch.save) or a raw pickle
-        return _read_pth(path, lazy)
+    # safetensors first: its 8-byte little-endian header length may itself begin with 0x80
     if len(head) > 8 and head[8:9] == b"{":  # safetensors: 8-byte header length, then JSON
         return _read_safetensors(path)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip (torch.save) or a raw pickle
+        return _read_pth(path, lazy)
     raise CheckpointError(f"{path.name} is not a checkpoint: neither a .safetensors file nor a "
                           f"PyTorch state dict (it starts with {head[:8]!r})")
 

@@ -410,3 +410,19 @@ def test_download_cli_offline_exits_non_zero(hf_cache, capsys):
     err = capsys.readouterr().err
     assert "HF_HUB_OFFLINE" in err and "model.safetensors" in err and "Traceback" not in err
     assert cli(["download", "gpt2-giant"]) == 2
+
+
+def test_a_safetensors_file_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    # 1 file in 256 has a header length whose low byte is 0x80, like a pickle's first byte
+    import struct
+    from safetensors.torch import save_file as plain_save
+    from llm.checkpoints import _read_weights
+    for pad in range(300):
+        path = tmp_path / "m.safetensors"
+        plain_save({"tok_emb.weight": torch.zeros(2, 2)}, str(path), metadata={"note": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    else:
+        pytest.skip("no header length starting with 0x80 found")
+    assert struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
+    assert _read_weights(path).kind == "safetensors"
