@@ -90,3 +90,24 @@ def reply_problems(reply: str, min_english: float = 0.9) -> list[str]:
     if not reply.rstrip().endswith((".", "!", "?", '"', "'", ")")):
         problems.append("it stops mid-sentence")
     return problems
+
+
+#: Two instructions of the book's test split, asked to decide the chat tab's ✅.
+PROBE_INSTRUCTIONS = ("Rewrite the sentence using a simile.\n\nThe car is very fast.",
+                      "What is the capital of Italy?")
+
+
+def probe_replies(model, max_new_tokens: int = 60) -> tuple[list[str], list[str]]:
+    """Ask an instruction model two questions (greedy); return (replies, problems found in them).
+
+    The chat tab shows its ✅ only when `problems` is empty: the replies are English and end cleanly.
+    """
+    from .instruct import chat_reply
+
+    replies, problems = [], []
+    for message in PROBE_INSTRUCTIONS:
+        instruction, _, input_text = message.partition("\n\n")
+        reply = chat_reply(model, instruction, input_text, max_new_tokens=max_new_tokens)
+        replies.append(reply)
+        problems += [f"to \u201c{instruction}\u201d {p}" for p in reply_problems(reply)]
+    return replies, problems

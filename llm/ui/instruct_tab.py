@@ -33,7 +33,7 @@ instruction, so you can watch it learn the format.
 book's settings; a preset has random weights and gets a from-scratch recipe (lr 1e-3 with warm-up and cosine
 decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M).*"""
 
-CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned."
+CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned, and its replies to two test questions read as English."
 INSTRUCT_TASKS = ("instruct", "lm")
 #: Below this many parameters a model is "tiny": it can learn the format, not the knowledge.
 TINY_PARAMETERS = 50_000_000
@@ -177,11 +177,18 @@ def model_note(choice, session_models=None) -> str:
     if entry.task != "instruct":
         return (f"⚠️ **{entry.label}** is a language model, not instruction-tuned: it continues the prompt "
                 "rather than answering it. Fine-tune it above first.")
-    note = CHAT_NOTE_OK.format(label=entry.label)
     try:
         model = get_model(choice, session_models).model
     except gr.Error:
-        return note
+        return f"**{entry.label}** is instruction-tuned."
+    from llm.quality import probe_replies
+
+    _, problems = probe_replies(model)
+    if problems:
+        return (f"⚠️ **{entry.label}** is instruction-tuned, but its replies do not read well yet: "
+                f"{'; '.join(problems[:2])}. The model is too small or too briefly trained for clean "
+                "answers: fine-tune longer, or start from a larger pretrained base.")
+    note = CHAT_NOTE_OK.format(label=entry.label)
     size = sum(p.numel() for p in model.parameters())
     if size < TINY_PARAMETERS:
         note += (f" It is tiny ({size / 1e6:.1f}M parameters, context {model.cfg.context_length}): it can learn the "
