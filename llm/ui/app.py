@@ -2,13 +2,11 @@
 
 Each tab is a module `llm/ui/<name>_tab.py` with `TITLE` (the tab's label) and
 `build(ctx)`, where `ctx` is the `llm.ui.shared.LabContext`. To add a tab, write the
-module and put its name in `TAB_MODULES` at its place in the book's order; modules
-that do not exist yet are skipped, so the app runs while tabs are still being written.
+module and put its name in `TAB_MODULES` at its place in the book's order.
 """
 from __future__ import annotations
 
 import importlib
-import logging
 
 import gradio as gr
 
@@ -17,7 +15,6 @@ from llm.limits import current
 from . import lecture
 from .shared import LabContext, explain_all_errors, remove_stale_session_folders
 
-log = logging.getLogger(__name__)
 
 #: Tab modules in the book's order (chapters 2, 2, 3, 4, 4-5, 5, 6, 7, 7).
 TAB_MODULES = [
@@ -44,16 +41,8 @@ CSS = """
 
 
 def load_tab_modules(names=None) -> list:
-    """Import the tab modules that exist, in order; a module not written yet is skipped."""
-    modules = []
-    for name in names or TAB_MODULES:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # the tab exists but something it imports is missing: a real bug
-                raise
-            log.info("tab module %s not present yet; skipped", name)
-    return modules
+    """Import the tab modules, in the book's order."""
+    return [importlib.import_module(name) for name in names or TAB_MODULES]
 
 
 def build_app(tab_modules=None) -> gr.Blocks:
