@@ -109,10 +109,10 @@ def test_a_model_kept_in_the_checkpoints_folder_is_listed_for_every_session(sess
     keeper.predict(api_name="/register_spam_classifier")
     key = _model_key(kept.outputs()[-1])
     assert Path(key).parent == checkpoints_dir().resolve()
-    assert "kept in the lab's checkpoints folder" in kept.outputs()[-1][3]
+    assert "kept in the lab's checkpoints folder" in kept.outputs()[-1][0]
     mine = other.submit(*SPAM["B"], api_name="/finetune_spam")
     list(mine)
-    assert "kept for this session only" in mine.outputs()[-1][3]
+    assert "kept for this session only" in mine.outputs()[-1][0]
     assert key in [k for _, k in _picker(mine.outputs()[-1])["choices"]]
     label, _, _ = other.predict(key, "WINNER! Claim your free prize now", api_name="/classify")
     assert {c["label"] for c in label["confidences"]} == {"ham", "spam"}
