@@ -39,6 +39,17 @@ def lab_url(tmp_path_factory):
     Checkpoints go to a temporary folder so the tests neither see nor leave user files.
     """
     os.environ.setdefault("LLM_LAB_CHECKPOINTS", str(tmp_path_factory.mktemp("checkpoints")))
+    yield from _serve_lab()
+
+
+@pytest.fixture
+def own_lab_url(lab_url):
+    """A second lab of the test's own, for a long browser run that must not queue behind jobs other
+    tests left running in the shared one (the judge's, the training tabs')."""
+    yield from _serve_lab()
+
+
+def _serve_lab():
     from llm.ui.app import build_app, launch_kwargs
 
     demo = build_app()

@@ -34,7 +34,7 @@ def expectation(expect: dict) -> str:
     return f"{target} && {target}.textContent.includes({json.dumps(expect['text'])})"
 
 
-def test_the_lecture_script_runs_end_to_end_in_presenter_view(lab_url, browser, tmp_path, monkeypatch):
+def test_the_lecture_script_runs_end_to_end_in_presenter_view(own_lab_url, browser, tmp_path, monkeypatch):
     with FakeOllama() as fake:
         n = short_script(tmp_path / "lecture.json", fake.url)
         monkeypatch.setenv(ENV_SCRIPT, str(tmp_path / "lecture.json"))
@@ -42,7 +42,7 @@ def test_the_lecture_script_runs_end_to_end_in_presenter_view(lab_url, browser, 
         page = browser.new_page(viewport={"width": 1280, "height": 720})
         page.set_default_timeout(240_000)
         try:
-            page.goto(lab_url + "?presenter=1", wait_until="load")
+            page.goto(own_lab_url + "?presenter=1", wait_until="load")
             page.wait_for_function("(document.querySelector('#lab-status') || {textContent: ''}).textContent"
                                    ".includes('models available')")
             steps = json.loads((tmp_path / "lecture.json").read_text())["steps"]
