@@ -28,6 +28,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # gradio_client read
 
 from bench_ui import BARE_APP, ROOT, free_port, start, startup_seconds, stop  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+import app_process  # noqa: E402  (the tests' process helpers: memory of a process tree)
+
 MODEL = "gpt2-small-random"
 PROMPT = "Every effort moves you"
 NEW_TOKENS = 20
@@ -44,35 +47,11 @@ print(sum(p.numel() * p.element_size() for p in model.parameters()))
 """
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its descendants, from /proc/<pid>/task/*/children."""
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
-                todo += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:  # the task ended meanwhile
-                pass
-    return pids
-
-
 def memory_mb(pid: int) -> dict:
     """Peak (VmHWM) and current (VmRSS) resident memory of `pid` and its children, in MB."""
-    totals = {"VmHWM": 0, "VmRSS": 0}
-    pids = process_tree(pid)
-    for p in pids:
-        try:
-            lines = Path(f"/proc/{p}/status").read_text().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            key, _, value = line.partition(":")
-            if key in totals:
-                totals[key] += int(value.split()[0])  # kB
-    return {"peak_mb": round(totals["VmHWM"] / 1024, 1), "current_mb": round(totals["VmRSS"] / 1024, 1),
-            "processes": len(pids)}
+    memory = app_process.memory_mb(pid)
+    return {"peak_mb": memory["peak_mb"], "current_mb": memory["rss_mb"],
+            "processes": len(app_process.process_tree(pid))}
 
 
 def app_memory() -> dict:

@@ -96,20 +96,6 @@ class Report:
 
 # ---------------------------------------------------------------- the machine
 
-def free_memory_bytes() -> int | None:
-    """Memory available to new allocations (MemAvailable on Linux), or None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def lecture_model_key(requested: str | None = None) -> str:
     """The model the lecture uses: `requested`, else env LLM_LAB_LECTURE_MODEL, else the bundled
     model when it is here, else the random `lecture` preset (the lecture then trains it)."""
@@ -330,7 +316,9 @@ def run_preflight(lecture_model: str | None = None, judge_host: str | None = Non
     say("looking at the models, Ollama and this machine")
     entries = catalog.list_models()
     facts, checks = _model_facts(entries)
-    free = free_memory_bytes()
+    from .jobs import free_memory
+
+    free = free_memory()
     key = lecture_model_key(lecture_model)
     report = Report(key, facts, torch.get_num_threads(), os.cpu_count() or 1, free, {})
     warm = report.warmup
