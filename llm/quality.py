@@ -97,6 +97,7 @@ PROBE_INSTRUCTIONS = ("Rewrite the sentence using a simile.\n\nThe car is very f
                       "What is the capital of Italy?")
 
 
+@lru_cache(maxsize=3)  # the catalog keeps 3 models loaded: each is asked once, not at every picker change
 def probe_replies(model, max_new_tokens: int = 60) -> tuple[list[str], list[str]]:
     """Ask an instruction model two questions (greedy); return (replies, problems found in them).
 
