@@ -8,6 +8,7 @@ import gradio as gr
 
 from llm import viz
 
+from .lecture import CONTROLS, RESULT
 from .shared import bounded, encode_for_model, get_model, notices_md, random_weights_note
 
 TITLE = "Attention"
@@ -158,15 +159,19 @@ def _model_sizes(choice, session_models=None):
 
 def build(ctx) -> None:
     gr.Markdown(EXPLAIN)
-    text = gr.Textbox(label="Text", value=EXAMPLES[0], lines=2, elem_id="att-text")
-    with gr.Row():
-        layer = gr.Slider(0, MAX_LAYERS - 1, value=0, step=1, label="layer (trf_blocks index)", elem_id="att-layer")
-        head = gr.Slider(0, MAX_HEADS - 1, value=0, step=1, label="head", elem_id="att-head")
-        view = gr.Radio(VIEWS, value=VIEWS[0], label="view", elem_id="att-view")
-    run = gr.Button("Show attention", variant="primary", elem_id="att-run")
-    gr.Examples(EXAMPLES, inputs=[text], label="Try these")
-    status = gr.Markdown(elem_id="att-status")
-    heatmap = gr.Plot(label="Attention weights (rows: queries, columns: keys)", elem_id="att-heatmap")
+    with gr.Row():  # the text, the head to show and the button beside the heat map (stacked on a phone)
+        with gr.Column(scale=2, min_width=320, elem_classes=[CONTROLS]):
+            text = gr.Textbox(label="Text", value=EXAMPLES[0], lines=2, elem_id="att-text")
+            with gr.Row():
+                layer = gr.Slider(0, MAX_LAYERS - 1, value=0, step=1, label="layer (trf_blocks index)",
+                                  elem_id="att-layer", min_width=150)
+                head = gr.Slider(0, MAX_HEADS - 1, value=0, step=1, label="head", elem_id="att-head", min_width=150)
+            view = gr.Radio(VIEWS, value=VIEWS[0], label="view", elem_id="att-view")
+            run = gr.Button("Show attention", variant="primary", elem_id="att-run")
+            gr.Examples(EXAMPLES, inputs=[text], label="Try these")
+        with gr.Column(scale=3, min_width=400, elem_classes=[RESULT]):
+            status = gr.Markdown(elem_id="att-status")
+            heatmap = gr.Plot(label="Attention weights (rows: queries, columns: keys)", elem_id="att-heatmap")
     steps = gr.Plot(label="One head, step by step", elem_id="att-steps")
     with gr.Accordion("Numbers of the selected head", open=False):
         numbers = gr.JSON(elem_id="att-numbers")

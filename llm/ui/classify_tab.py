@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from .lecture import ADVANCED, CONTROLS, RESULT
 from .run_view import drive, recipe_for, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
 
@@ -271,31 +272,40 @@ def build(ctx) -> None:
     if current().describe():
         gr.Markdown(current().describe())
     gr.Markdown("#### Fine-tune · the base model is the one picked at the top of the page")
-    recipe_md = gr.Markdown(elem_id="spam-recipe")
+    # What to train, the buttons and the recipe beside the run's status, loss and accuracy (stacked on a phone).
     with gr.Row():
-        data = gr.Radio([("balanced (the book)", "balanced"), ("full, imbalanced", "full")], value="balanced",
-                        label="Data", elem_id="spam-data")
-        policy = gr.Dropdown(POLICY_CHOICES, value="last-block", label="Trainable", elem_id="spam-policy")
-        k = gr.Slider(1, 48, value=2, step=1, label="k (last-k blocks)", elem_id="spam-k")
-        rank = gr.Slider(1, 64, value=16, step=1, label="LoRA rank r (alpha = r)", elem_id="spam-rank")
-    with gr.Row():
-        epochs = gr.Number(value=5, minimum=1, maximum=10_000, precision=0, label="Epochs", elem_id="spam-epochs")
-        lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="spam-lr")
-        batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
-                               elem_id="spam-batch")
-        max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
-                              elem_id="spam-max-steps")
-        eval_batches = gr.Number(value=5, minimum=1, precision=0, label="Evaluation batches (book: 5)",
-                                 elem_id="spam-eval-batches")
-        seed = gr.Number(value=123, precision=0, label="Seed", elem_id="spam-seed")
-    keep = ctx.keep_checkbox("spam-keep")
-    with gr.Row():
-        train_btn = gr.Button("Fine-tune", variant="primary", elem_id="spam-train")
-        stop_btn = gr.Button("Stop (keeps what was trained)", elem_id="spam-stop")
-    plots = {}
-    panel = run_panel("spam", lambda: plots.update(acc=gr.LinePlot(
-        None, x="epoch", y="accuracy", color="kind", title="Accuracy per epoch (the book's 5 batches)",
-        y_lim=[0, 1], height=320, elem_id="spam-acc-plot")))
+        with gr.Column(scale=4, min_width=300, elem_classes=[CONTROLS]):
+            with gr.Row():
+                data = gr.Radio([("balanced (the book)", "balanced"), ("full, imbalanced", "full")],
+                                value="balanced", label="Data", elem_id="spam-data")
+                policy = gr.Dropdown(POLICY_CHOICES, value="last-block", label="Trainable", elem_id="spam-policy")
+            with gr.Row():
+                k = gr.Slider(1, 48, value=2, step=1, label="k (last-k blocks)", elem_id="spam-k")
+                rank = gr.Slider(1, 64, value=16, step=1, label="LoRA rank r (alpha = r)", elem_id="spam-rank")
+            with gr.Row():
+                train_btn = gr.Button("Fine-tune", variant="primary", elem_id="spam-train")
+                stop_btn = gr.Button("Stop (keeps what was trained)", elem_id="spam-stop")
+            recipe_md = gr.Markdown(elem_id="spam-recipe")
+            with gr.Accordion("Training settings: epochs, learning rate, batch size, steps, evaluation, seed",
+                              open=False, elem_classes=[ADVANCED]):
+                with gr.Row():
+                    epochs = gr.Number(value=5, minimum=1, maximum=10_000, precision=0, label="Epochs",
+                                       elem_id="spam-epochs")
+                    lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="spam-lr")
+                    batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
+                                           elem_id="spam-batch")
+                with gr.Row():
+                    max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
+                                          elem_id="spam-max-steps")
+                    eval_batches = gr.Number(value=5, minimum=1, precision=0, label="Evaluation batches (book: 5)",
+                                             elem_id="spam-eval-batches")
+                    seed = gr.Number(value=123, precision=0, label="Seed", elem_id="spam-seed")
+            keep = ctx.keep_checkbox("spam-keep")
+        with gr.Column(scale=3, min_width=360, elem_classes=[RESULT]):
+            plots = {}
+            panel = run_panel("spam", lambda: plots.update(acc=gr.LinePlot(
+                None, x="epoch", y="accuracy", color="kind", title="Accuracy per epoch (the book's 5 batches)",
+                y_lim=[0, 1], height=320, elem_id="spam-acc-plot")))
     with gr.Row():
         with gr.Column():
             result_md = gr.Markdown(elem_id="spam-result")

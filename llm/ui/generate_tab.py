@@ -10,6 +10,7 @@ from llm import viz
 from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
+from .lecture import ADVANCED, CONTROLS, RESULT
 from .shared import as_gr_error, bounded, encode_for_model, get_model, notices_md, number
 
 TITLE = "Generate"
@@ -152,27 +153,35 @@ def compare_cache(choice, prompt, max_new_tokens, session_models=None):
 
 def build(ctx) -> None:
     gr.Markdown(EXPLAIN)
-    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0][0], lines=2, elem_id="gen-prompt")
-    with gr.Row():
-        max_new = gr.Slider(1, current().max_new_tokens, value=30, step=1, label="max new tokens", elem_id="gen-max-new")
-        temperature = gr.Number(value=0.0, step=0.1, label="temperature (0 = greedy)", elem_id="gen-temperature")
-        top_k = gr.Number(value=50, precision=0, label="top-k (empty = off)", elem_id="gen-top-k")
-        top_p = gr.Number(value=1.0, step=0.05, label="top-p (1 = off)", elem_id="gen-top-p")
-        seed = gr.Number(value=123, precision=0, label="seed (empty = random)", elem_id="gen-seed")
-    with gr.Row():
-        use_cache = gr.Checkbox(value=True, label="KV cache", elem_id="gen-cache")
-        coloured = gr.Checkbox(value=False, label="colour tokens by probability", elem_id="gen-colour")
-        weights = gr.Radio(list(INFERENCE_PRECISIONS), value="fp32", elem_id="gen-weights",
-                           label="weights: float32, float16 or int8 (fewer bytes, faster on a CPU)")
-        run = gr.Button("Generate", variant="primary", elem_id="gen-run")
-        stop = gr.Button("Stop", elem_id="gen-stop")
-        compare = gr.Button("Compare with / without KV cache", elem_id="gen-compare")
+    with gr.Row():  # the prompt, its buttons and the knobs beside the generated text (stacked on a phone)
+        with gr.Column(scale=2, min_width=360, elem_classes=[CONTROLS]):
+            prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0][0], lines=2, elem_id="gen-prompt")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                stop = gr.Button("Stop", elem_id="gen-stop")
+            with gr.Row():
+                max_new = gr.Slider(1, current().max_new_tokens, value=30, step=1, label="max new tokens",
+                                    elem_id="gen-max-new", min_width=160)
+                temperature = gr.Number(value=0.0, step=0.1, label="temperature (0 = greedy)",
+                                        elem_id="gen-temperature", min_width=120)
+            with gr.Row():
+                top_k = gr.Number(value=50, precision=0, label="top-k (empty = off)", elem_id="gen-top-k", min_width=100)
+                top_p = gr.Number(value=1.0, step=0.05, label="top-p (1 = off)", elem_id="gen-top-p", min_width=100)
+                seed = gr.Number(value=123, precision=0, label="seed (empty = random)", elem_id="gen-seed",
+                                 min_width=100)
+            with gr.Row():
+                use_cache = gr.Checkbox(value=True, label="KV cache", elem_id="gen-cache")
+                coloured = gr.Checkbox(value=False, label="colour tokens by probability", elem_id="gen-colour")
+            weights = gr.Radio(list(INFERENCE_PRECISIONS), value="fp32", elem_id="gen-weights", elem_classes=[ADVANCED],
+                               label="weights: float32, float16 or int8 (fewer bytes, faster on a CPU)")
+            compare = gr.Button("Compare with / without KV cache", elem_id="gen-compare")
+        with gr.Column(scale=3, min_width=400, elem_classes=[RESULT]):
+            stats = gr.Markdown(elem_id="gen-stats")
+            output = gr.HTML(elem_id="gen-output")
+            cache_report = gr.Markdown(elem_id="gen-cache-report")
+            with gr.Accordion("Generated token ids and probabilities", open=False):
+                details = gr.JSON(elem_id="gen-details")
     gr.Examples(EXAMPLES, inputs=[prompt, max_new, temperature, top_k, top_p, seed], label="Try these")
-    stats = gr.Markdown(elem_id="gen-stats")
-    output = gr.HTML(elem_id="gen-output")
-    cache_report = gr.Markdown(elem_id="gen-cache-report")
-    with gr.Accordion("Generated token ids and probabilities", open=False):
-        details = gr.JSON(elem_id="gen-details")
     gr.Markdown("#### The next-token distribution (updates as you move the knobs)")
     dist_status = gr.Markdown(elem_id="dist-status")
     dist_plot = gr.Plot(label="top-10 next tokens", elem_id="dist-plot")

@@ -14,6 +14,7 @@ import gradio as gr
 from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
+from .lecture import ADVANCED, CONTROLS, RESULT
 from .run_view import drive, recipe_for, run_panel, sentence, wire
 from .shared import DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, get_model, number, stop_run
 
@@ -295,36 +296,45 @@ def build(ctx) -> None:
     pending_models = gr.State(None, time_to_live=SESSION_TTL_S)
 
     with gr.Accordion("Fine-tune (section 7.6)", open=True):
-        with gr.Row(equal_height=True):
-            source = gr.Radio([("the book's 1,100 instructions", "book"), ("my uploaded JSON", "upload")],
-                              value="book", label="Data", elem_id="inst-data")
-            upload = gr.File(label="Instruction JSON: [{instruction, input, output}, …]", file_types=[".json"],
-                             type="filepath", height=110, elem_id="inst-upload")
-            upload_note = gr.Markdown(elem_id="inst-upload-note")
-        recipe_md = gr.Markdown(elem_id="inst-recipe")
+        # The data, the buttons and the recipe beside the run's status, loss and samples (stacked on a phone).
         with gr.Row():
-            epochs = gr.Number(value=2, minimum=1, maximum=10_000, precision=0, label="Epochs", elem_id="inst-epochs")
-            lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="inst-lr")
-            batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
-                                   elem_id="inst-batch")
-            max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
-                                  elem_id="inst-max-steps")
-            eval_batches = gr.Number(value=5, minimum=1, precision=0, label="Evaluation batches (book: 5)",
-                                     elem_id="inst-eval-batches")
-            mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",
-                               elem_id="inst-mask")
-        keep = ctx.keep_checkbox("inst-keep")
-        with gr.Row():
-            train_btn = gr.Button("Fine-tune", variant="primary", elem_id="inst-train")
-            stop_btn = gr.Button("Stop (saves what was trained)", elem_id="inst-stop")
-        boxes = {}
+            with gr.Column(scale=3, min_width=300, elem_classes=[CONTROLS]):
+                with gr.Row(equal_height=True):
+                    source = gr.Radio([("the book's 1,100 instructions", "book"), ("my uploaded JSON", "upload")],
+                                      value="book", label="Data", elem_id="inst-data")
+                    upload = gr.File(label="Instruction JSON: [{instruction, input, output}, …]",
+                                     file_types=[".json"], type="filepath", height=70, elem_id="inst-upload")
+                upload_note = gr.Markdown(elem_id="inst-upload-note")
+                with gr.Row():
+                    train_btn = gr.Button("Fine-tune", variant="primary", elem_id="inst-train")
+                    stop_btn = gr.Button("Stop (saves what was trained)", elem_id="inst-stop")
+                recipe_md = gr.Markdown(elem_id="inst-recipe")
+                with gr.Accordion("Training settings: epochs, learning rate, batch size, steps, evaluation, "
+                                  "loss mask", open=False, elem_classes=[ADVANCED]):
+                    with gr.Row():
+                        epochs = gr.Number(value=2, minimum=1, maximum=10_000, precision=0, label="Epochs",
+                                           elem_id="inst-epochs")
+                        lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="inst-lr")
+                        batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
+                                               elem_id="inst-batch")
+                    with gr.Row():
+                        max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
+                                              elem_id="inst-max-steps")
+                        eval_batches = gr.Number(value=5, minimum=1, precision=0,
+                                                 label="Evaluation batches (book: 5)", elem_id="inst-eval-batches")
+                    mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",
+                                       elem_id="inst-mask")
+                keep = ctx.keep_checkbox("inst-keep")
+            with gr.Column(scale=4, min_width=360, elem_classes=[RESULT]):
+                boxes = {}
 
-        def side():
-            boxes["samples"] = gr.Textbox(label="Response to a validation instruction after each evaluation",
-                                          lines=11, interactive=False, elem_id="inst-samples")
-            boxes["checkpoint"] = gr.File(label="instruct checkpoint", interactive=False, elem_id="inst-checkpoint")
+                def side():
+                    boxes["samples"] = gr.Textbox(label="Response to a validation instruction after each evaluation",
+                                                  lines=11, interactive=False, elem_id="inst-samples")
+                    boxes["checkpoint"] = gr.File(label="instruct checkpoint", interactive=False,
+                                                  elem_id="inst-checkpoint")
 
-        panel = run_panel("inst", side)
+                panel = run_panel("inst", side)
 
     gr.Markdown("#### Chat (section 7.5) · each message is sent as an Alpaca instruction")
     picker = ctx.model_picker("Chat model (instruction-tuned or language models)", tasks=INSTRUCT_TASKS,

@@ -21,6 +21,7 @@ import gradio as gr
 from llm import judge
 from llm.limits import on_spaces
 
+from .lecture import ADVANCED, CONTROLS, RESULT
 from .shared import SESSION_TTL_S
 
 TITLE = "Judge"
@@ -213,48 +214,56 @@ def build(ctx) -> None:
     gr.Markdown(EXPLAIN)
     handoff = responses_state(ctx)
     run_state = gr.State(None, time_to_live=SESSION_TTL_S)
-    with gr.Row(equal_height=True):
-        # On a shared Space only the operator's host is allowed (`judge.resolve_host`): shown, not editable.
-        host = gr.Textbox(value=judge.resolve_host(), label="Ollama host (OLLAMA_HOST)", scale=3,
-                          interactive=not on_spaces(), elem_id="judge-host")
-        model = gr.Dropdown(choices=[judge.DEFAULT_MODEL], value=judge.DEFAULT_MODEL, allow_custom_value=True,
-                            label="Judge model (from the server's list after Check)", scale=2,
-                            elem_id="judge-model")
-        check_btn = gr.Button("Check", scale=0, min_width=100, elem_id="judge-check")
-    server_status = gr.Markdown("Press **Check** to see whether the server and model are ready.",
-                                elem_id="judge-server-status")
+    # The server, the responses and Score beside the scores (stacked on a phone); the scoring
+    # settings and the columns to compare follow the buttons.
     with gr.Row():
-        rubric = gr.Radio(["0-100", "1-5"], value="0-100", label="Scale (0-100 is the book's prompt)",
-                          elem_id="judge-rubric")
-        parallel = gr.Slider(1, 16, value=4, step=1, label="requests in parallel", elem_id="judge-parallel")
-        repeat_k = gr.Slider(1, 10, value=1, step=1, label="repeat each score k times", elem_id="judge-repeat")
-    with gr.Row():
-        timeout = gr.Number(value=60, label="timeout per reply (s)", minimum=1, elem_id="judge-timeout")
-        temperature = gr.Number(value=0.0, minimum=0, step=0.1, label="judge temperature (0 = the book's)",
-                                elem_id="judge-temperature")
-    with gr.Row(equal_height=True):
-        source = gr.Radio(SOURCES, value="example", label="Responses to score", scale=2, elem_id="judge-source")
-        upload = gr.File(label="JSON or CSV: instruction, input, output + response columns",
-                         file_types=[".json", ".csv", ".jsonl"], type="filepath", height=110, scale=2,
-                         elem_id="judge-upload")
-    with gr.Row(equal_height=True):
-        records_info = gr.Markdown(example_info(), elem_id="judge-records")
-        column_a = gr.Dropdown(["model_response"], value="model_response", label="response column A",
-                               allow_custom_value=True,
-                               elem_id="judge-column-a")
-        column_b = gr.Dropdown([NO_COLUMN], value=NO_COLUMN, label="column B (optional, to compare)",
-                               allow_custom_value=True,
-                               elem_id="judge-column-b")
-    with gr.Row():
-        score_btn = gr.Button("Score", variant="primary", elem_id="judge-score")
-        stop_btn = gr.Button("Stop (keeps the scores)", elem_id="judge-stop")
-    progress_md = gr.Markdown(elem_id="judge-progress")
-    summary_md = gr.Markdown(elem_id="judge-summary")
-    with gr.Row():
-        histogram = gr.Plot(label="score histogram", elem_id="judge-histogram")
-        with gr.Column(scale=0, min_width=320):
-            csv_file = gr.File(label="scores (CSV)", interactive=False, elem_id="judge-csv")
-            json_file = gr.File(label="scores (JSON)", interactive=False, elem_id="judge-json")
+        with gr.Column(scale=4, min_width=300, elem_classes=[CONTROLS]):
+            with gr.Row():
+                # On a shared Space only the operator's host is allowed (`judge.resolve_host`): shown, not editable.
+                host = gr.Textbox(value=judge.resolve_host(), label="Ollama host (OLLAMA_HOST)", scale=1,
+                                  interactive=not on_spaces(), elem_id="judge-host", min_width=160)
+                model = gr.Dropdown(choices=[judge.DEFAULT_MODEL], value=judge.DEFAULT_MODEL, allow_custom_value=True,
+                                    label="Judge model (from the server's list after Check)", scale=1,
+                                    elem_id="judge-model", min_width=160)
+                check_btn = gr.Button("Check", scale=0, min_width=90, elem_id="judge-check")
+            server_status = gr.Markdown("Press **Check** to see whether the server and model are ready.",
+                                        elem_id="judge-server-status")
+            with gr.Row(equal_height=True):
+                source = gr.Radio(SOURCES, value="example", label="Responses to score", scale=3,
+                                  elem_id="judge-source")
+                upload = gr.File(label="JSON or CSV: instruction, input, output + response columns",
+                                 file_types=[".json", ".csv", ".jsonl"], type="filepath", height=70, scale=2,
+                                 elem_id="judge-upload", min_width=180)
+            with gr.Row():
+                score_btn = gr.Button("Score", variant="primary", elem_id="judge-score")
+                stop_btn = gr.Button("Stop (keeps the scores)", elem_id="judge-stop")
+            with gr.Row(equal_height=True):
+                records_info = gr.Markdown(example_info(), elem_id="judge-records")
+                column_a = gr.Dropdown(["model_response"], value="model_response", label="response column A",
+                                       allow_custom_value=True,
+                                       elem_id="judge-column-a")
+                column_b = gr.Dropdown([NO_COLUMN], value=NO_COLUMN, label="column B (optional, to compare)",
+                                       allow_custom_value=True,
+                                       elem_id="judge-column-b")
+            with gr.Accordion("Scoring settings: scale, parallel requests, repeats, timeout, temperature",
+                              open=False, elem_classes=[ADVANCED]):
+                with gr.Row():
+                    rubric = gr.Radio(["0-100", "1-5"], value="0-100", label="Scale (0-100 is the book's prompt)",
+                                      elem_id="judge-rubric")
+                    parallel = gr.Slider(1, 16, value=4, step=1, label="requests in parallel", elem_id="judge-parallel")
+                    repeat_k = gr.Slider(1, 10, value=1, step=1, label="repeat each score k times",
+                                         elem_id="judge-repeat")
+                with gr.Row():
+                    timeout = gr.Number(value=60, label="timeout per reply (s)", minimum=1, elem_id="judge-timeout")
+                    temperature = gr.Number(value=0.0, minimum=0, step=0.1, label="judge temperature (0 = the book's)",
+                                            elem_id="judge-temperature")
+        with gr.Column(scale=3, min_width=360, elem_classes=[RESULT]):
+            progress_md = gr.Markdown(elem_id="judge-progress")
+            summary_md = gr.Markdown(elem_id="judge-summary")
+            histogram = gr.Plot(label="score histogram", elem_id="judge-histogram")
+            with gr.Row():
+                csv_file = gr.File(label="scores (CSV)", interactive=False, elem_id="judge-csv", min_width=160)
+                json_file = gr.File(label="scores (JSON)", interactive=False, elem_id="judge-json", min_width=160)
     table = gr.Dataframe(headers=SHOWN_COLUMNS, interactive=False, wrap=True, max_height=500,
                          elem_id="judge-table")
 

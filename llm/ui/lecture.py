@@ -9,6 +9,10 @@ Conventions every tab inherits (no per-tab rules):
   element with `elem_classes=RESULT` ("lab-result") or, where none is marked, the first
   element after the main action's row. The layout test (tests/test_layout.py) keeps both
   on the first screen at 1280×720 and 1920×1080, in normal and presenter view.
+- A tab with many settings puts them and its main action in a column marked
+  `elem_classes=CONTROLS` ("lab-controls") and its main result in a column beside it
+  (`RESULT`), both in one `gr.Row`: side by side on a wide screen, stacked on a phone. The
+  presenter view hides the settings before the action in that column too (as above).
 - The presenter view is the class `presenter` on <html>: the switch (#presenter-switch),
   the URL parameter `?presenter=1` (`=0` turns it off) and the browser's localStorage
   (key `llm-lab-presenter`) set it, so the choice persists per browser.
@@ -19,6 +23,7 @@ import gradio as gr
 
 ADVANCED = "lab-advanced"
 RESULT = "lab-result"
+CONTROLS = "lab-controls"
 STORAGE_KEY = "llm-lab-presenter"
 
 #: Layout of the page at every size, and the presenter view. Rules are written against
@@ -36,9 +41,27 @@ CSS = """
 #lecture-step p { margin: 0; }
 html:not(.presenter) .presenter-only { display: none !important; }
 
-/* Short screens (a 1280x720 projector): a tab's introduction shows its first two lines until
-   hovered, so the tab's main action and result fit on the first screen. */
+/* Short screens (a 1280x720 projector): a tab's introduction shows its first two lines and the
+   page's its first line until hovered, and the picker's hint (its choices say the same) is left
+   out, so the tab's main action and result fit on the first screen. */
 @media (max-height: 820px) and (min-width: 641px) {
+  #lab-intro .prose { display: flex; align-items: baseline; gap: 12px; }
+  #lab-intro h1 { flex: 0 0 auto; }
+  #lab-intro p { display: -webkit-box; -webkit-line-clamp: 1; -webkit-box-orient: vertical; overflow: hidden; }
+  #lab-intro:hover p { -webkit-line-clamp: unset; }
+  #model-picker .info-text { display: none; }
+}
+/* Wide screens: the picker's label sits left of its box, so the header takes two short lines. */
+@media (min-width: 641px) {
+  #model-picker { padding: 6px 10px; }
+  #model-picker > .container { display: flex; flex-wrap: wrap; align-items: center; column-gap: 10px; }
+  #model-picker > .container > [data-testid=block-info] { flex: 0 0 auto; margin: 0; }
+  #model-picker > .container > .info-text { order: 3; flex: 1 0 100%; }
+  #model-picker > .container > .wrap { flex: 1 1 240px; min-width: 0; }
+  #lab-bar { gap: 12px; }
+  #lab-bar > .column { gap: 6px; }
+  /* A tab's settings column: radio choices and gaps a little tighter, so the main action stays high. */
+  .lab-controls { --checkbox-label-padding: 4px 10px; gap: 10px !important; }
   .tabitem > .column > .block:first-child .prose > p, .tabitem > .column > .prose:first-child > p {
     display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; overflow: hidden; }
   .tabitem > .column > .block:first-child .prose:hover > p, .tabitem > .column > .prose:first-child:hover > p {
@@ -52,8 +75,6 @@ html:not(.presenter) .presenter-only { display: none !important; }
     hyphens: none !important; }
   #lab-intro p { display: none; }
   #model-picker .info, #model-picker [data-testid=block-info] + span { display: none; }
-  #model-upload { max-height: 64px; overflow: hidden; }
-  #model-upload .wrap { display: none; }
   .tabitem .prose { font-size: 0.95em; }
 }
 
@@ -73,11 +94,17 @@ html.presenter footer { display: none !important; }
 html.presenter .tabitem textarea { max-height: 4.2em; }
 /* A tab's settings before its main action (the first primary button) stay as they are but hidden,
    except text boxes (a presenter types a prompt live); the lecture script still fills them.
-   (No commas inside parentheses: Gradio splits a custom rule's selector list at every comma.) */
-html.presenter .tabitem > .column > :has(~ * button.primary):not(:has(button.primary)):not(:has(textarea))
-  :not(:has(button.primary) ~ *):not(button.primary ~ *) { display: none !important; }
-html.presenter .tabitem > .column > :has(~ button.primary):not(:has(button.primary)):not(:has(textarea))
-  :not(:has(button.primary) ~ *):not(button.primary ~ *) { display: none !important; }
+   (No commas inside parentheses: Gradio splits a custom rule's selector list at every comma. No line
+   break inside a selector either: it would be a descendant combinator, hiding the element's contents
+   but leaving its empty frame.) */
+html.presenter .tabitem > .column > :has(~ * button.primary):not(:has(button.primary)):not(:has(textarea)):not(:has(button.primary) ~ *):not(button.primary ~ *)
+  { display: none !important; }
+html.presenter .tabitem > .column > :has(~ button.primary):not(:has(button.primary)):not(:has(textarea)):not(:has(button.primary) ~ *):not(button.primary ~ *)
+  { display: none !important; }
+html.presenter .lab-controls > :has(~ * button.primary):not(:has(button.primary)):not(:has(textarea)):not(:has(button.primary) ~ *):not(button.primary ~ *)
+  { display: none !important; }
+html.presenter .lab-controls > :has(~ button.primary):not(:has(button.primary)):not(:has(textarea)):not(:has(button.primary) ~ *):not(button.primary ~ *)
+  { display: none !important; }
 html.presenter .tabitem > .column > .block:first-child:has(.prose), html.presenter .tabitem > .column > .prose:first-child
   { display: none !important; }
 """

@@ -23,6 +23,7 @@ import gradio as gr
 
 from llm.limits import current
 
+from .lecture import ADVANCED, CONTROLS, RESULT
 from .run_view import drive, duration, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, get_model, number
 
@@ -452,58 +453,64 @@ def build(ctx) -> None:
     lecture = mode_settings("lecture")
     texts = list(bundled_texts())
 
-    gr.Markdown("#### 1 · Text")
-    with gr.Row(equal_height=True):
-        source = gr.Radio([(f"bundled: {name}", name) for name in texts] + [("my uploaded .txt", UPLOAD)],
-                          value=texts[0] if texts else UPLOAD, label="Training text", elem_id="pt-source")
-        upload = gr.File(label=f"Upload a .txt (UTF-8 text, up to {MAX_TEXT_BYTES / 1e6:.0f} MB)",
-                         file_types=[".txt"], type="filepath", height=110, elem_id="pt-upload")
+    # The text, the model and Start beside the run's status, loss and samples (stacked on a phone);
+    # what Start will train, the sample prompt and the training settings follow the buttons.
     with gr.Row():
-        max_length = gr.Number(value=lecture.context_length, precision=0, minimum=1,
-                               label="max_length (tokens per window)", elem_id="pt-max-length")
-        stride = gr.Number(value=lecture.stride, precision=0, minimum=1, label="stride", elem_id="pt-stride")
-        batch_size = gr.Number(value=lecture.batch_size, precision=0, minimum=1, maximum=65_536, label="Batch size",
-                               elem_id="pt-batch")
-        epochs = gr.Number(value=lecture.epochs, precision=0, minimum=1, maximum=10_000, label="Epochs",
-                           elem_id="pt-epochs")
-        max_steps = gr.Number(value=0, precision=0, minimum=0, label="Max steps (0: all epochs)",
-                              elem_id="pt-max-steps")
-    data_md = gr.Markdown(elem_id="pt-data")
-
-    gr.Markdown("#### 2 · Model")
-    mode = gr.Radio(MODES, value="lecture", label="Model", elem_id="pt-mode")
-    with gr.Row(visible=False, elem_id="pt-custom") as custom_row:
-        emb_dim = gr.Slider(*CUSTOM_BOUNDS["emb_dim"], value=128, step=8, label="Embedding width (emb_dim)",
-                            elem_id="pt-emb-dim")
-        n_layers = gr.Slider(*CUSTOM_BOUNDS["n_layers"], value=4, step=1, label="Layers", elem_id="pt-layers")
-        n_heads = gr.Slider(*CUSTOM_BOUNDS["n_heads"], value=4, step=1, label="Heads (divide the width)",
-                            elem_id="pt-heads")
-        context = gr.Slider(*CUSTOM_BOUNDS["context"], value=64, step=8, label="Context length",
-                            elem_id="pt-context")
-    model_md = gr.Markdown(elem_id="pt-model")
-    with gr.Row():
-        lr = gr.Number(value=lecture.lr, label="Peak learning rate", elem_id="pt-lr")
-        weight_decay = gr.Number(value=lecture.weight_decay, label="Weight decay", elem_id="pt-wd")
-        eval_every = gr.Number(value=lecture.eval_every, precision=0, minimum=1, label="Evaluate every (steps)",
-                               elem_id="pt-eval-every")
-        eval_batches = gr.Number(value=lecture.eval_batches or 0, precision=0, minimum=0,
-                                 label="Evaluation batches (0: all — slow on a long text)", elem_id="pt-eval-batches")
-        seed = gr.Number(value=lecture.seed, precision=0, label="Seed", elem_id="pt-seed")
-    prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Sample prompt (continued greedily at every evaluation)",
-                        elem_id="pt-prompt", max_length=MAX_PROMPT_CHARS)
-    keep = ctx.keep_checkbox("pt-keep")
-
-    gr.Markdown("#### 3 · Train")
-    with gr.Row():
-        start_btn = gr.Button("Start", variant="primary", elem_id="pt-start")
-        stop_btn = gr.Button("Stop (saves what was trained)", elem_id="pt-stop")
-        estimate_btn = gr.Button("Estimate time on this machine", elem_id="pt-estimate")
-    boxes = {}
-    panel = run_panel("pt", lambda: boxes.update(timeline=gr.HTML(timeline_html(DEFAULT_PROMPT, []),
-                                                                  label="Samples, newest first",
-                                                                  elem_id="pt-samples")))
-    result = gr.Markdown(elem_id="pt-result")
-    checkpoint = gr.File(label="checkpoint (.safetensors)", interactive=False, elem_id="pt-checkpoint")
+        with gr.Column(scale=2, min_width=300, elem_classes=[CONTROLS]):
+            with gr.Row(equal_height=True):
+                source = gr.Radio([(f"bundled: {name}", name) for name in texts] + [("my uploaded .txt", UPLOAD)],
+                                  value=texts[0] if texts else UPLOAD, label="1 · Training text", elem_id="pt-source",
+                                  scale=3)
+                upload = gr.File(label=f"Upload a .txt (UTF-8 text, up to {MAX_TEXT_BYTES / 1e6:.0f} MB)",
+                                 file_types=[".txt"], type="filepath", height=70, elem_id="pt-upload", scale=2,
+                                 min_width=180)
+            mode = gr.Radio(MODES, value="lecture", label="2 · Model", elem_id="pt-mode")
+            with gr.Row(visible=False, elem_id="pt-custom") as custom_row:
+                emb_dim = gr.Slider(*CUSTOM_BOUNDS["emb_dim"], value=128, step=8, label="Embedding width (emb_dim)",
+                                    elem_id="pt-emb-dim")
+                n_layers = gr.Slider(*CUSTOM_BOUNDS["n_layers"], value=4, step=1, label="Layers", elem_id="pt-layers")
+                n_heads = gr.Slider(*CUSTOM_BOUNDS["n_heads"], value=4, step=1, label="Heads (divide the width)",
+                                    elem_id="pt-heads")
+                context = gr.Slider(*CUSTOM_BOUNDS["context"], value=64, step=8, label="Context length",
+                                    elem_id="pt-context")
+            with gr.Row():
+                start_btn = gr.Button("Start", variant="primary", elem_id="pt-start", min_width=120)
+                stop_btn = gr.Button("Stop (saves what was trained)", elem_id="pt-stop", scale=2)
+                estimate_btn = gr.Button("Estimate time on this machine", elem_id="pt-estimate", scale=2)
+            data_md = gr.Markdown(elem_id="pt-data")
+            model_md = gr.Markdown(elem_id="pt-model")
+            prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Sample prompt (continued greedily at every evaluation)",
+                                elem_id="pt-prompt", max_length=MAX_PROMPT_CHARS)
+            keep = ctx.keep_checkbox("pt-keep")
+            with gr.Accordion("Training settings: sliding window, batch, epochs, learning rate, evaluation, seed",
+                              open=False, elem_classes=[ADVANCED]):
+                with gr.Row():
+                    max_length = gr.Number(value=lecture.context_length, precision=0, minimum=1,
+                                           label="max_length (tokens per window)", elem_id="pt-max-length")
+                    stride = gr.Number(value=lecture.stride, precision=0, minimum=1, label="stride",
+                                       elem_id="pt-stride")
+                    batch_size = gr.Number(value=lecture.batch_size, precision=0, minimum=1, maximum=65_536,
+                                           label="Batch size", elem_id="pt-batch")
+                    epochs = gr.Number(value=lecture.epochs, precision=0, minimum=1, maximum=10_000, label="Epochs",
+                                       elem_id="pt-epochs")
+                    max_steps = gr.Number(value=0, precision=0, minimum=0, label="Max steps (0: all epochs)",
+                                          elem_id="pt-max-steps")
+                with gr.Row():
+                    lr = gr.Number(value=lecture.lr, label="Peak learning rate", elem_id="pt-lr")
+                    weight_decay = gr.Number(value=lecture.weight_decay, label="Weight decay", elem_id="pt-wd")
+                    eval_every = gr.Number(value=lecture.eval_every, precision=0, minimum=1,
+                                           label="Evaluate every (steps)", elem_id="pt-eval-every")
+                    eval_batches = gr.Number(value=lecture.eval_batches or 0, precision=0, minimum=0,
+                                             label="Evaluation batches (0: all — slow on a long text)",
+                                             elem_id="pt-eval-batches")
+                    seed = gr.Number(value=lecture.seed, precision=0, label="Seed", elem_id="pt-seed")
+        with gr.Column(scale=1, min_width=360, elem_classes=[RESULT]):
+            boxes = {}
+            panel = run_panel("pt", lambda: boxes.update(timeline=gr.HTML(timeline_html(DEFAULT_PROMPT, []),
+                                                                          label="Samples, newest first",
+                                                                          elem_id="pt-samples")))
+            result = gr.Markdown(elem_id="pt-result")
+            checkpoint = gr.File(label="checkpoint (.safetensors)", interactive=False, elem_id="pt-checkpoint")
 
     plan_inputs = [source, upload, mode, ctx.picker, emb_dim, n_layers, n_heads, context, max_length, stride,
                    batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt]

@@ -262,13 +262,13 @@ class RunPanel:
 
 def run_panel(prefix: str, extra: Callable | None = None) -> RunPanel:
     """The status line, the live loss plot and (folded) the learning-rate plot; `extra()` lays out a
-    tab's own view (samples, accuracy) beside the loss plot."""
+    tab's own view (samples, accuracy) beside the loss plot, or below it where the panel is narrow."""
     status = gr.Markdown(elem_id=f"{prefix}-status")
     with gr.Row():
         loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", color_map=LOSS_COLOURS,
                                 title="Loss at every step",
                                 x_title="optimizer step", y_title="cross-entropy loss", height=320,
-                                elem_id=f"{prefix}-loss-plot", scale=3)
+                                elem_id=f"{prefix}-loss-plot", scale=3, min_width=420)
         if extra is not None:
             with gr.Column(scale=2):
                 extra()

@@ -8,7 +8,7 @@
 - `ctx.session_models`: a per-session `gr.State` listing the models trained or
   uploaded in THIS session (small dicts, never tensors: the models themselves live
   in `llm.catalog`'s one bounded cache shared by all sessions);
-- `ctx.upload`: a file box for a `.safetensors` or the book's `.pth` checkpoint;
+- `ctx.upload`: an upload button for a `.safetensors` or the book's `.pth` checkpoint;
 - `ctx.session_dir`: a per-session `gr.State` naming THIS session's folder for the
   checkpoints its training tabs write (a temporary folder, made on first use and
   removed when the session ends). Only what the user asks to keep (`ctx.keep_checkbox`)
@@ -314,8 +314,9 @@ class LabContext:
         self._pickers: list[tuple[gr.Dropdown, tuple[str, ...] | None]] = []
         self.session_models = gr.State([], time_to_live=SESSION_TTL_S)
         self.session_dir = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=remove_folder)
-        # One row: picker | status line and its buttons | upload, so the tabs start high on a
-        # 1280x720 projector; on a phone the columns stack (llm/ui/lecture.py's CSS).
+        # One row: picker and the model's info | status line and its buttons (the checkpoint upload is one
+        # of them), so the tabs start high on a 1280x720 projector; on a phone the columns stack
+        # (llm/ui/lecture.py's CSS).
         with gr.Row(equal_height=False, elem_id="lab-bar"):
             with gr.Column(scale=3, min_width=320):
                 self.picker = gr.Dropdown(
@@ -323,17 +324,17 @@ class LabContext:
                     info="wharton-gpt is trained (bundled); GPT-2 sizes are OpenAI's weights; presets are random, to train.",
                     elem_id="model-picker")
                 self.model_info = gr.Markdown(elem_id="model-info")
-            with gr.Column(scale=2, min_width=260):
+                self.upload_message = gr.Markdown(elem_id="upload-message")
+            with gr.Column(scale=3, min_width=260):
                 self.status = gr.Markdown("Loading the model list…", elem_id="lab-status")
                 with gr.Row(elem_id="lab-status-buttons"):
-                    self.hub_button = gr.Button("Check Hub", size="sm", scale=0, min_width=110, elem_id="check-hub")
-                    self.download_button = gr.Button("Download GPT-2 weights", size="sm", scale=0, min_width=190,
+                    self.hub_button = gr.Button("Check Hub", size="sm", scale=0, min_width=100, elem_id="check-hub")
+                    self.download_button = gr.Button("Download GPT-2 weights", size="sm", scale=0, min_width=180,
                                                      elem_id="download-gpt2")
-            self.upload = gr.File(label="Upload a checkpoint (.safetensors or the book's .pth)",
-                                  file_types=CHECKPOINT_TYPES, elem_id="model-upload", scale=2, min_width=220,
-                                  height=120)
+                    self.upload = gr.UploadButton("Upload .safetensors / .pth",
+                                                  file_types=CHECKPOINT_TYPES, size="sm", scale=0, min_width=150,
+                                                  elem_id="model-upload")
         self._pickers.append((self.picker, None))
-        self.upload_message = gr.Markdown(elem_id="upload-message")
 
     def model_picker(self, label: str = "Model", tasks: tuple[str, ...] | None = None,
                      elem_id: str | None = None, value: str | None = None, **kwargs) -> gr.Dropdown:
