@@ -124,6 +124,7 @@ def test_browser_finetune_then_classify_with_explanation(lab_url, open_page):
     page.get_by_role("option", name="all layers").click()
     page.fill("#spam-lr input", "0.002")
     page.fill("#spam-epochs input", "2")
+    page.click("#spam-settings .label-wrap")  # batch size is folded under the Fine-tune button
     page.fill("#spam-batch input", "16")
     page.click("#spam-train")
     # mid-run: the step loss streams from the first step, the recipe is named in the status

@@ -128,6 +128,7 @@ def test_stop_saves_what_was_trained(client):
 def test_browser_finetune_then_chat(lab_url, open_page):
     page = open_page(lab_url, height=1100)
     page.get_by_role("tab", name="Instruct & chat").click()
+    page.click("#inst-settings .label-wrap")  # the learning rate is folded under the Fine-tune button
     page.fill("#inst-lr input", "0.001")
     page.fill("#inst-max-steps input", "30")
     page.click("#inst-train")

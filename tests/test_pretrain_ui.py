@@ -197,6 +197,7 @@ def test_browser_lecture_run_then_stop(lab_url, open_page):
     page.get_by_role("tab", name="Pretrain").click()
     page.wait_for_function("document.querySelector('#pt-data').innerText.includes('training windows')")
     assert "4 layers × 128 wide" in page.inner_text("#pt-model")
+    page.click("#pt-settings .label-wrap")  # the settings are folded under the Start button
     page.fill("#pt-eval-every input", "20")
     page.press("#pt-eval-every input", "Enter")
     page.click("#pt-start")

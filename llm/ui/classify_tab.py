@@ -286,17 +286,18 @@ def build(ctx) -> None:
                 train_btn = gr.Button("Fine-tune", variant="primary", elem_id="spam-train")
                 stop_btn = gr.Button("Stop (keeps what was trained)", elem_id="spam-stop")
             recipe_md = gr.Markdown(elem_id="spam-recipe")
-            with gr.Accordion("Training settings: epochs, learning rate, batch size, steps, evaluation, seed",
-                              open=False, elem_classes=[ADVANCED]):
+            # Outside the accordion: a closed accordion's fields are not in the page, and the lecture script fills these.
+            with gr.Row(elem_classes=[ADVANCED]):
+                epochs = gr.Number(value=5, minimum=1, maximum=10_000, precision=0, label="Epochs",
+                                   elem_id="spam-epochs")
+                lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="spam-lr")
+                max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
+                                      elem_id="spam-max-steps")
+            with gr.Accordion("More training settings: batch size, evaluation, seed", open=False,
+                              elem_id="spam-settings", elem_classes=[ADVANCED]):
                 with gr.Row():
-                    epochs = gr.Number(value=5, minimum=1, maximum=10_000, precision=0, label="Epochs",
-                                       elem_id="spam-epochs")
-                    lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="spam-lr")
                     batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
                                            elem_id="spam-batch")
-                with gr.Row():
-                    max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
-                                          elem_id="spam-max-steps")
                     eval_batches = gr.Number(value=5, minimum=1, precision=0, label="Evaluation batches (book: 5)",
                                              elem_id="spam-eval-batches")
                     seed = gr.Number(value=123, precision=0, label="Seed", elem_id="spam-seed")

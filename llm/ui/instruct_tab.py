@@ -309,17 +309,19 @@ def build(ctx) -> None:
                     train_btn = gr.Button("Fine-tune", variant="primary", elem_id="inst-train")
                     stop_btn = gr.Button("Stop (saves what was trained)", elem_id="inst-stop")
                 recipe_md = gr.Markdown(elem_id="inst-recipe")
-                with gr.Accordion("Training settings: epochs, learning rate, batch size, steps, evaluation, "
-                                  "loss mask", open=False, elem_classes=[ADVANCED]):
+                # Outside the accordion: a closed accordion's fields are not in the page, and the lecture script
+                # fills max steps.
+                with gr.Row(elem_classes=[ADVANCED]):
+                    epochs = gr.Number(value=2, minimum=1, maximum=10_000, precision=0, label="Epochs",
+                                       elem_id="inst-epochs")
+                    max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
+                                          elem_id="inst-max-steps")
+                with gr.Accordion("More training settings: learning rate, batch size, evaluation, loss mask",
+                                  open=False, elem_id="inst-settings", elem_classes=[ADVANCED]):
                     with gr.Row():
-                        epochs = gr.Number(value=2, minimum=1, maximum=10_000, precision=0, label="Epochs",
-                                           elem_id="inst-epochs")
                         lr = gr.Number(value=5e-5, label="Learning rate (the recipe's)", elem_id="inst-lr")
                         batch_size = gr.Number(value=8, minimum=1, maximum=65_536, precision=0, label="Batch size",
                                                elem_id="inst-batch")
-                    with gr.Row():
-                        max_steps = gr.Number(value=0, minimum=0, precision=0, label="Max steps (0: all epochs)",
-                                              elem_id="inst-max-steps")
                         eval_batches = gr.Number(value=5, minimum=1, precision=0,
                                                  label="Evaluation batches (book: 5)", elem_id="inst-eval-batches")
                     mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",

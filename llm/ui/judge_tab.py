@@ -246,7 +246,7 @@ def build(ctx) -> None:
                                        allow_custom_value=True,
                                        elem_id="judge-column-b")
             with gr.Accordion("Scoring settings: scale, parallel requests, repeats, timeout, temperature",
-                              open=False, elem_classes=[ADVANCED]):
+                              open=False, elem_id="judge-settings", elem_classes=[ADVANCED]):
                 with gr.Row():
                     rubric = gr.Radio(["0-100", "1-5"], value="0-100", label="Scale (0-100 is the book's prompt)",
                                       elem_id="judge-rubric")

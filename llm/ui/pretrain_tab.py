@@ -477,13 +477,19 @@ def build(ctx) -> None:
                 start_btn = gr.Button("Start", variant="primary", elem_id="pt-start", min_width=120)
                 stop_btn = gr.Button("Stop (saves what was trained)", elem_id="pt-stop", scale=2)
                 estimate_btn = gr.Button("Estimate time on this machine", elem_id="pt-estimate", scale=2)
+            # Outside the accordion: a closed accordion's fields are not in the page, and the lecture script fills these.
+            with gr.Row(elem_classes=[ADVANCED]):
+                epochs = gr.Number(value=lecture.epochs, precision=0, minimum=1, maximum=10_000, label="Epochs",
+                                   elem_id="pt-epochs")
+                max_steps = gr.Number(value=0, precision=0, minimum=0, label="Max steps (0: all epochs)",
+                                      elem_id="pt-max-steps")
             data_md = gr.Markdown(elem_id="pt-data")
             model_md = gr.Markdown(elem_id="pt-model")
             prompt = gr.Textbox(value=DEFAULT_PROMPT, label="Sample prompt (continued greedily at every evaluation)",
                                 elem_id="pt-prompt", max_length=MAX_PROMPT_CHARS)
             keep = ctx.keep_checkbox("pt-keep")
-            with gr.Accordion("Training settings: sliding window, batch, epochs, learning rate, evaluation, seed",
-                              open=False, elem_classes=[ADVANCED]):
+            with gr.Accordion("More training settings: sliding window, batch, learning rate, evaluation, seed",
+                              open=False, elem_id="pt-settings", elem_classes=[ADVANCED]):
                 with gr.Row():
                     max_length = gr.Number(value=lecture.context_length, precision=0, minimum=1,
                                            label="max_length (tokens per window)", elem_id="pt-max-length")
@@ -491,10 +497,6 @@ def build(ctx) -> None:
                                        elem_id="pt-stride")
                     batch_size = gr.Number(value=lecture.batch_size, precision=0, minimum=1, maximum=65_536,
                                            label="Batch size", elem_id="pt-batch")
-                    epochs = gr.Number(value=lecture.epochs, precision=0, minimum=1, maximum=10_000, label="Epochs",
-                                       elem_id="pt-epochs")
-                    max_steps = gr.Number(value=0, precision=0, minimum=0, label="Max steps (0: all epochs)",
-                                          elem_id="pt-max-steps")
                 with gr.Row():
                     lr = gr.Number(value=lecture.lr, label="Peak learning rate", elem_id="pt-lr")
                     weight_decay = gr.Number(value=lecture.weight_decay, label="Weight decay", elem_id="pt-wd")
