@@ -44,6 +44,26 @@ def text_loss(model, text: str, batch_size: int = 8, max_windows: int | None = N
     return calc_loss_loader(loader, model)
 
 
+def held_out_windows(window: int = 128, per_text: int = 16) -> list[list[int]]:
+    """Token windows of text no lab model was trained on: the-verdict's validation part (its last
+    10%) and the Wharton corpus's held-out paragraphs (every 20th, the bundled model's split).
+
+    `per_text` windows of `window` tokens from each, spread over the text; used to compare a
+    model's fp16/int8 copy with its float32 self (`llm.generation.teacher_forced_agreement`).
+    """
+    from .pretraining import load_text, split_text
+    from .tokenizer import text_to_token_ids
+
+    verdict = load_text(ASSETS_DIR / "the-verdict.txt")
+    held_out = split_text(load_text(ASSETS_DIR / "wharton-fiction.txt"), holdout_every=20)[1]
+    windows = []
+    for text in (verdict[int(len(verdict) * 0.9):], held_out[:400_000]):
+        ids = text_to_token_ids(text)
+        step = max(window // 2, (len(ids) - window) // per_text)
+        windows += [ids[i:i + window] for i in range(0, len(ids) - window + 1, step)][:per_text]
+    return windows
+
+
 @lru_cache(maxsize=4)
 def known_words(names: tuple[str, ...] = VOCABULARY_TEXTS) -> frozenset[str]:
     """Lower-cased words of bundled English texts (`names` in assets/; about 40,000 for the default)."""
