@@ -2,8 +2,8 @@
 import pytest
 
 from llm.config import SETTINGS, PretrainSettings
-from llm.recipes import (INSTRUCT_BOOK, INSTRUCT_SCRATCH, SPAM_BOOK, SPAM_SCRATCH, TrainConfig, instruct_recipe,
-                         is_random_base, recipe_reason, spam_recipe)
+from llm.recipes import (INSTRUCT_BOOK, INSTRUCT_SCRATCH, INSTRUCT_SMALL, SPAM_BOOK, SPAM_SCRATCH, SPAM_SMALL,
+                         TrainConfig, instruct_recipe, is_random_base, recipe_reason, spam_recipe)
 
 
 def test_settings_contain_a_train_config_and_route_changes_into_it():
@@ -35,6 +35,19 @@ def test_recipe_follows_the_base(key, kind, random):
     assert is_random_base(key, kind) is random
     assert spam_recipe(random) is (SPAM_SCRATCH if random else SPAM_BOOK)
     assert instruct_recipe(random) is (INSTRUCT_SCRATCH if random else INSTRUCT_BOOK)
+
+
+def test_a_small_pretrained_base_gets_the_books_recipe_at_a_larger_learning_rate():
+    from llm.config import PRESETS, get_config
+
+    bundled, gpt2 = PRESETS["wharton"].num_parameters(), get_config("gpt2-small").num_parameters()
+    assert spam_recipe(False, bundled) is SPAM_SMALL and instruct_recipe(False, bundled) is INSTRUCT_SMALL
+    assert spam_recipe(False, gpt2) is SPAM_BOOK and instruct_recipe(False, gpt2) is INSTRUCT_BOOK
+    assert spam_recipe(True, bundled) is SPAM_SCRATCH and instruct_recipe(True, bundled) is INSTRUCT_SCRATCH
+    # measured on the bundled model: the book's settings but lr 1e-3 (84.3 % -> 92.0 % spam accuracy;
+    # instruct validation loss 3.70 -> 1.90, replies that end cleanly)
+    assert (SPAM_SMALL.lr, SPAM_SMALL.policy, SPAM_SMALL.epochs) == (1e-3, "last-block", 5)
+    assert (INSTRUCT_SMALL.lr, INSTRUCT_SMALL.epochs, INSTRUCT_SMALL.schedule) == (1e-3, 2, "constant")
 
 
 def test_the_recipes_are_what_they_say():

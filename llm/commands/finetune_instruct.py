@@ -58,7 +58,7 @@ def finetune_command(args) -> int:
     if ckpt.task == "classifier":
         raise ValueError(f"{args.base} is a classifier (its output head has {len(ckpt.labels or [])} classes, "
                          "not the vocabulary); start from a language model or an instruct model")
-    recipe = instruct_recipe(is_random_base(args.base))
+    recipe = instruct_recipe(is_random_base(args.base), ckpt.model.cfg.num_parameters())
     out = args.out or checkpoints_dir() / default_checkpoint_name(args.base)
     job = finetune_instruct(ckpt.model, splits.train, splits.val, recipe,
                             training={"base": str(args.base), "data": str(args.data or "instruction-data.json"),

@@ -52,9 +52,11 @@ def finetune_command(args) -> int:
     from llm import distributed
     from llm.classifier import finetune_spam
     from llm.commands import follow
+    from llm.catalog import load_model
     from llm.recipes import is_random_base, spam_recipe
 
-    recipe = spam_recipe(is_random_base(args.base))
+    random_base = is_random_base(args.base)
+    recipe = spam_recipe(random_base, None if random_base else load_model(args.base).model.cfg.num_parameters())
     job = finetune_spam(args.base, recipe, out=args.out, policy=args.trainable, k=args.k, rank=args.rank,
                         alpha=args.alpha, balanced=args.balanced, epochs=args.epochs, lr=args.lr,
                         weight_decay=args.weight_decay, batch_size=args.batch_size, eval_every=args.eval_every,

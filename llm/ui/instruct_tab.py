@@ -31,7 +31,7 @@ book's settings (AdamW, lr 5e-5, weight decay 0.1, 2 epochs, batch 8) on 935 rec
 instruction, so you can watch it learn the format.
 
 *The base model is the one picked at the top of the page; the recipe follows it. A pretrained model gets the
-book's settings; a preset has random weights and gets a from-scratch recipe (lr 1e-3 with warm-up and cosine
+book's settings (a small one, like the Wharton GPT, at lr 1e-3); a preset has random weights and gets a from-scratch recipe (lr 1e-3 with warm-up and cosine
 decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M).*"""
 
 CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned, and its replies to two test questions read as English."

@@ -61,15 +61,19 @@ def sentence(exc: Exception) -> str:
 
 
 def recipe_for(base, session_models, choose: Callable):
-    """(recipe, reason) for training `base`: `choose(random_base)` is `llm.recipes.spam_recipe` or
-    `instruct_recipe`; the base counts as random when the catalog lists it as a preset."""
+    """(recipe, reason) for training `base`: `choose(random_base, parameters)` is `llm.recipes.spam_recipe`
+    or `instruct_recipe`; the base counts as random when the catalog lists it as a preset, and its
+    parameters are counted when it is available (the picker has loaded it already)."""
     from llm.recipes import is_random_base, recipe_reason
 
-    from .shared import find_entry
+    from .shared import find_entry, get_model
 
     entry = find_entry(base, session_models)
     random_base = is_random_base(base, entry.kind if entry is not None else None)
-    recipe = choose(random_base)
+    parameters = None
+    if entry is not None and entry.available and not random_base:
+        parameters = get_model(base, session_models).model.cfg.num_parameters()
+    recipe = choose(random_base, parameters)
     return recipe, recipe_reason(random_base, entry.label if entry is not None else str(base), recipe)
 
 
