@@ -504,7 +504,8 @@ def score_responses(entries: Sequence[dict], response_keys: Sequence[str] | str 
     try:
         while pending and not stop.is_set() and not gone:
             done, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            for future in done:
+            # In job order, and a 404's ModelNotFound after the scores that finished with it (kept).
+            for future in sorted(done, key=lambda f: (f.exception() is not None, pending[f])):
                 job = pending.pop(future)
                 if (result := future.result()) is None:  # future.result() re-raises ModelNotFound
                     unscored.append(job)
