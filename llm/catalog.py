@@ -34,7 +34,7 @@ from .model import GPTModel
 from .paths import BUNDLED_KEY, BUNDLED_MODEL, checkpoints_dir
 
 __all__ = ["ModelEntry", "list_models", "load_model", "describe", "hub_status", "clear_cache",
-           "cached_keys", "random_presets", "PRESET_SEED"]
+           "cached_keys", "random_presets", "random_twin", "PRESET_SEED"]
 
 #: Seed of the preset models' random weights (the book's `torch.manual_seed(123)`).
 PRESET_SEED = 123
@@ -215,6 +215,16 @@ def _load_preset(key: str, cfg: GPTConfig) -> Checkpoint:
     training = {"source": f"random initialisation (seed {PRESET_SEED})",
                 "note": "untrained: its text is gibberish until it is trained"}
     return Checkpoint(model.eval(), "lm", None, training, {}, {}, key)
+
+
+def random_twin(key_or_path) -> Checkpoint:
+    """A model of the same shape as `key_or_path` with random weights (seed `PRESET_SEED`).
+
+    Fine-tuned with the same recipe beside the pretrained model, it shows what pretraining
+    bought (chapter 6's point).
+    """
+    config = load_model(key_or_path).config
+    return _load_preset(f"random-{Path(str(key_or_path)).stem}", config)
 
 
 def _resolve(key_or_path, download: bool):

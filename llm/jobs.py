@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -115,7 +115,7 @@ def check_memory(estimate: MemoryEstimate, device: torch.device | str = "cpu", f
 class JobResult:
     """What a finished (or stopped) job produced; `result.test_acc` reads `result.metrics["test_acc"]`."""
 
-    path: Path
+    path: Path | None  # None: measured, not saved (`TrainingJob.measure`)
     task: str
     metrics: dict
     steps: int
@@ -200,19 +200,27 @@ class TrainingJob:
     def before_save(self) -> None:
         """A hook: e.g. merge LoRA adapters into the weights."""
 
-    def finish(self, path, resumable: bool = False) -> JobResult:
-        """Stop pulling events, measure, save the checkpoint at `path` and return the result."""
+    def measure(self) -> JobResult:
+        """Stop pulling events and measure the model as it is, without saving it (a baseline run)."""
         if self.result is not None:
             return self.result
         stopped = not self.finished
         self.close()
         metrics = self.final_metrics()
-        self.before_save()
         state = self.run.state
         facts = {**self.facts, "stopped": stopped, "total_steps": self.run.total_steps,
                  **{k: v for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}}
-        path = self.run.save(path, task=self.task, labels=list(self.labels) if self.labels else None,
-                             training=facts, resumable=resumable, storage=self.storage)
-        self.result = JobResult(Path(path), self.task, metrics, state.step, self.run.total_steps, state.seen,
+        self.result = JobResult(None, self.task, metrics, state.step, self.run.total_steps, state.seen,
                                 state.elapsed, stopped, facts, tuple(self.labels) if self.labels else None)
+        return self.result
+
+    def finish(self, path, resumable: bool = False) -> JobResult:
+        """Stop pulling events, measure, save the checkpoint at `path` and return the result."""
+        if self.result is not None and self.result.path is not None:
+            return self.result
+        result = self.measure()
+        self.before_save()
+        path = self.run.save(path, task=self.task, labels=list(self.labels) if self.labels else None,
+                             training=result.training, resumable=resumable, storage=self.storage)
+        self.result = replace(result, path=Path(path))
         return self.result

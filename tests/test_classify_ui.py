@@ -33,7 +33,7 @@ def finetuned(client):
 
 def test_finetune_streams_and_ends_with_accuracy_confusion_and_checkpoint(finetuned):
     updates, final = finetuned
-    status, losses, lr, accs, result_md, confusion, checkpoint, picker = final
+    status, losses, lr, accs, compared, result_md, confusion, checkpoint, picker = final
     assert len(updates) >= 2  # the "preparing" update, then progress
     assert "Done" in status and "Recipe for **lab-tiny" in status and "from-scratch recipe" in status
     assert "Test accuracy" in result_md and "after 4 steps" in result_md and "balanced data" in result_md
@@ -49,7 +49,7 @@ def test_finetune_streams_and_ends_with_accuracy_confusion_and_checkpoint(finetu
 
 
 def _classifier_key(finetuned):
-    return finetuned[1][7]["value"]
+    return finetuned[1][8]["value"]
 
 
 def test_classify_gives_probabilities_and_an_explanation(client, finetuned):
@@ -112,7 +112,7 @@ def test_stop_keeps_what_was_trained(client):
         pass
     final = job.outputs()[-1]
     assert "Stopped after" in final[0]
-    assert Path(final[6]).exists()
+    assert Path(final[7]).exists()
 
 
 # --- in a real browser (Debian's chromium through Playwright), with screenshots ---------
@@ -126,6 +126,7 @@ def test_browser_finetune_then_classify_with_explanation(lab_url, open_page):
     page.fill("#spam-epochs input", "2")
     page.click("#spam-settings .label-wrap")  # batch size is folded under the Fine-tune button
     page.fill("#spam-batch input", "16")
+    page.check("#spam-compare input")  # then the same recipe on random weights, drawn beside
     page.click("#spam-train")
     # mid-run: the step loss streams from the first step, the recipe is named in the status
     page.wait_for_function("(document.querySelector('#spam-status') || {innerText: ''}).innerText.includes('Step')",
@@ -139,6 +140,8 @@ def test_browser_finetune_then_classify_with_explanation(lab_url, open_page):
                            timeout=600_000)
     page.wait_for_selector("#spam-confusion .js-plotly-plot")
     assert "Done" in page.inner_text("#spam-status")
+    assert "A random model of the same shape, same recipe: test accuracy" in page.inner_text("#spam-result")
+    page.wait_for_selector("#spam-compare-plot canvas, #spam-compare-plot svg")
     screenshot(page, "classify-finetune", full_page=True)
 
     page.fill("#spam-message textarea", EXAMPLE_SPAM)

@@ -43,7 +43,7 @@ def finetuned(client):
 def test_finetune_streams_losses_samples_and_saves_an_instruct_checkpoint(finetuned):
     from llm.checkpoints import load_checkpoint
 
-    updates, (status, losses, lr, samples, checkpoint, picker) = finetuned
+    updates, (status, losses, lr, compared, samples, checkpoint, picker) = finetuned
     assert len(updates) >= 2
     assert "Done" in status and "935 train / 55 validation" in status and "from-scratch recipe" in status
     kinds = {row[2] for row in _rows(losses)}
@@ -55,7 +55,7 @@ def test_finetune_streams_losses_samples_and_saves_an_instruct_checkpoint(finetu
 
 
 def test_chat_streams_through_gradio_client(client, finetuned):
-    key = finetuned[1][5]["value"]
+    key = finetuned[1][6]["value"]
     job = client.submit("Name three primary colors.", [], "", key, 12, 1.0, 50, api_name="/chat")
     updates = list(job)
     history, cleared = job.outputs()[-1]
@@ -68,7 +68,7 @@ def test_chat_streams_through_gradio_client(client, finetuned):
 
 
 def test_chat_with_input_and_history(client, finetuned):
-    key = finetuned[1][5]["value"]
+    key = finetuned[1][6]["value"]
     first = client.predict("Rewrite the sentence using a simile.", [], "The car is very fast.", key, 5, 0, 0,
                            api_name="/chat")[0]
     assert "*Input:* The car is very fast." in _text(first[0]["content"])
@@ -77,7 +77,7 @@ def test_chat_with_input_and_history(client, finetuned):
 
 
 def test_bad_input_gets_clear_messages(client, finetuned, tmp_path):
-    key = finetuned[1][5]["value"]
+    key = finetuned[1][6]["value"]
     with pytest.raises(AppError, match="Type a message first"):
         client.predict("   ", [], "", key, 5, 0, 0, api_name="/chat")
     bad = tmp_path / "bad.json"
@@ -97,7 +97,7 @@ def test_bad_input_gets_clear_messages(client, finetuned, tmp_path):
 
 
 def test_responses_for_judging_have_the_books_keys(client, finetuned, tmp_path):
-    key = finetuned[1][5]["value"]
+    key = finetuned[1][6]["value"]
     records = [{"instruction": "Name a color.", "input": "", "output": "Blue."},
                {"instruction": "Add the numbers.", "input": "2 and 3", "output": "5"}]
     mine = tmp_path / "mine.json"
@@ -119,7 +119,7 @@ def test_stop_saves_what_was_trained(client):
             break
     for _ in job:
         pass
-    status, _, _, _, checkpoint, _ = job.outputs()[-1]
+    status, _, _, _, _, checkpoint, _ = job.outputs()[-1]
     assert "Stopped after" in status and Path(checkpoint).exists()
 
 
@@ -131,6 +131,7 @@ def test_browser_finetune_then_chat(lab_url, open_page):
     page.click("#inst-settings .label-wrap")  # the learning rate is folded under the Fine-tune button
     page.fill("#inst-lr input", "0.001")
     page.fill("#inst-max-steps input", "30")
+    page.check("#inst-compare input")  # then the same recipe on random weights, drawn beside
     page.click("#inst-train")
     page.wait_for_function("(document.querySelector('#inst-status') || {innerText: ''}).innerText"
                            ".includes('Step')")
@@ -138,8 +139,11 @@ def test_browser_finetune_then_chat(lab_url, open_page):
                            ".includes('    5: ')")
     page.wait_for_timeout(1000)
     screenshot(page, "instruct-finetune", full_page=True)
-    page.wait_for_function("document.querySelector('#inst-status').innerText.includes('Saved')",
+    page.wait_for_function("document.querySelector('#inst-status').innerText.includes('It is now selected')",
                            timeout=600_000)
+    assert "A random model of the same shape, same recipe" in page.inner_text("#inst-status")
+    page.wait_for_selector("#inst-compare-plot canvas, #inst-compare-plot svg")
+    screenshot(page, "instruct-compare", full_page=True)
     page.get_by_text("Generation settings").click()
     page.fill("#chat-temperature input[type='number']", "0.8")
     page.press("#chat-temperature input[type='number']", "Enter")

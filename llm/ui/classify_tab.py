@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import drive, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, recipe_for, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
 
 TITLE = "Classify"
@@ -84,13 +84,17 @@ def _truncated(counts) -> str:
     return " / ".join(f"{n} {name}" for name, n in counts.items()) + " messages cut"
 
 
-def _result_md(result) -> str:
+def _result_md(result, twin=None) -> str:
     t = result.training
     lines = [f"**Test accuracy {result.test_acc:.2%}** · training {result.train_acc:.2%} · "
              f"validation {result.val_acc:.2%} (whole sets, after {result.steps} steps, {result.wall_s:.0f} s)",
              f"Trained {t['trainable']:,} of {t['parameters']:,} parameters ({t['policy']}) on the "
              f"{t['data']} data; messages padded to {t['max_length']} tokens ({_truncated(t['num_truncated'])}).",
              "The classifier is now selected in the classifier picker below."]
+    if twin is not None:
+        lines.insert(1, f"**A random model of the same shape, same recipe: test accuracy {twin.test_acc:.2%}** "
+                        f"(training {twin.train_acc:.2%}, {twin.steps} steps{', stopped' if twin.stopped else ''}): "
+                        f"pretraining is worth {100 * (result.test_acc - twin.test_acc):+.1f} points here.")
     return "\n\n".join(lines)
 
 
@@ -108,8 +112,11 @@ def accuracy_frame(epochs):
 
 
 def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep=False, eval_batches=5,
-             session_models=None, run_state=None, session_dir=None):
-    """Fine-tune the picked model on the spam data with its recipe; streams the run, ends with the result."""
+             compare=False, session_models=None, run_state=None, session_dir=None):
+    """Fine-tune the picked model on the spam data with its recipe; streams the run, ends with the result.
+
+    compare: then train the same recipe on a random model of the base's shape, measured beside it."""
+    from llm.catalog import random_twin
     from llm.classifier import finetune_spam
 
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
@@ -131,10 +138,10 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, lr {t.lr:g} "
              f"({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
 
-    def start():
+    def start(twin=False):
         from llm.limits import current
 
-        job = finetune_spam(base, settings, out=target.folder)
+        job = finetune_spam(random_twin(base) if twin else base, settings, out=target.folder)
         current().check_training(job.training["parameters"], job.total_steps)
         return job
 
@@ -144,15 +151,16 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     same = gr.update()
     for frame in drive(start, lambda job: job.out, intro, stop, label=label, task="classifier",
                        session_models=session_models, in_catalog=target.in_catalog, picker_tasks=("classifier",),
-                       items="examples"):
+                       items="examples", baseline=(lambda: start(twin=True)) if compare else None):
         live, result = frame.live, frame.result
-        plots = (live.loss_plot(), live.lr_plot(), accuracy_frame(live.epochs))
+        plots = (live.loss_plot(), live.lr_plot(), accuracy_frame(live.epochs), comparison_plot(live, frame.baseline))
         if result is None:
             yield (frame.status, *plots, "" if live.last is None else same, same, same, same, same, stop,
                    target.session_dir)
         else:
-            yield (frame.status, *plots, _result_md(result), confusion_figure(result.confusion, result.labels),
-                   str(result.path), frame.session_models, frame.picker, None, target.session_dir)
+            yield (frame.status, *plots, _result_md(result, frame.baseline_result),
+                   confusion_figure(result.confusion, result.labels), str(result.path), frame.session_models,
+                   frame.picker, None, target.session_dir)
 
 
 # --- classifying ------------------------------------------------------------------------
@@ -302,11 +310,13 @@ def build(ctx) -> None:
                                              elem_id="spam-eval-batches")
                     seed = gr.Number(value=123, precision=0, label="Seed", elem_id="spam-seed")
             keep = ctx.keep_checkbox("spam-keep")
+            compare = gr.Checkbox(False, label="Then the same recipe on a random model of the same shape, to "
+                                  "measure what pretraining buys", elem_id="spam-compare")
         with gr.Column(scale=3, min_width=360, elem_classes=[RESULT]):
             plots = {}
             panel = run_panel("spam", lambda: plots.update(acc=gr.LinePlot(
                 None, x="epoch", y="accuracy", color="kind", title="Accuracy per epoch (the book's 5 batches)",
-                y_lim=[0, 1], height=320, elem_id="spam-acc-plot")))
+                y_lim=[0, 1], height=320, elem_id="spam-acc-plot")), compare=True)
     with gr.Row():
         with gr.Column():
             result_md = gr.Markdown(elem_id="spam-result")
@@ -340,9 +350,10 @@ def build(ctx) -> None:
 
     ctx.on_model(fill_recipe, [policy, epochs, lr, batch_size, recipe_md])
     wire(ctx, train_btn, stop_btn, finetune,
-         [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep, eval_batches,
+         [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep, eval_batches, compare,
           ctx.session_models, run_state, ctx.session_dir],
-         [panel.status, panel.loss_plot, panel.lr_plot, plots["acc"], result_md, confusion, checkpoint,
+         [panel.status, panel.loss_plot, panel.lr_plot, plots["acc"], panel.compare_plot, result_md, confusion,
+          checkpoint,
           pending_models, picker, run_state, ctx.session_dir], run_state, pending_models,
          api_name="finetune_spam", stop_api="stop_finetune", register_api="register_spam_classifier")
     gr.on([classify_btn.click, message.submit], classify, [picker, message, ctx.session_models],

@@ -15,7 +15,7 @@ from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import drive, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, recipe_for, run_panel, sentence, wire
 from .shared import DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, get_model, number, stop_run
 
 TITLE = "Instruct & chat"
@@ -103,9 +103,11 @@ def fill_recipe(base, session_models=None):
 
 
 def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions, keep=False,
-             eval_batches=5, session_models=None, run_state=None, session_dir=None):
-    """Fine-tune the picked model on instructions; streams loss, samples and status; saves a checkpoint."""
-    from llm.catalog import load_model
+             eval_batches=5, compare=False, session_models=None, run_state=None, session_dir=None):
+    """Fine-tune the picked model on instructions; streams loss, samples and status; saves a checkpoint.
+
+    compare: then train the same recipe on a random model of the base's shape, measured beside it."""
+    from llm.catalog import load_model, random_twin
     from llm.instruct import default_checkpoint_name, finetune_instruct, split_instruction_data
 
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
@@ -134,8 +136,9 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
              f"{len(splits.val):,} validation records" + (" · instruction masked out of the loss"
                                                           if mask_instructions else ""))
 
-    def start():
-        model = load_model(base, fresh=True).model  # a private copy: the cached model stays as it is
+    def start(twin=False):
+        # a private copy: the cached model stays as it is
+        model = (random_twin(base) if twin else load_model(base, fresh=True)).model
         job = finetune_instruct(model, splits.train, splits.val, settings, training={
             "base": str(base), "data": "uploaded file" if source == "upload" else "instruction-data.json"})
         current().check_training(sum(p.numel() for p in model.parameters()), job.total_steps)
@@ -147,21 +150,25 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     same, entry_shown = gr.update(), {}
     for frame in drive(start, lambda job: target.folder / default_checkpoint_name(base), intro, stop,
                        label=label, task="instruct", session_models=session_models, in_catalog=target.in_catalog,
-                       picker_tasks=INSTRUCT_TASKS):
-        live = frame.live
+                       picker_tasks=INSTRUCT_TASKS, baseline=(lambda: start(twin=True)) if compare else None):
+        live, compared = frame.live, comparison_plot(frame.live, frame.baseline)
         if not entry_shown and live.last is not None:
             entry_shown["entry"] = splits.val[0] if splits.val else splits.train[0]
         samples = (_samples_text([(e.step, e.sample) for e in live.samples], entry_shown["entry"])
                    if entry_shown else "")
         if frame.final:
             val = frame.result.metrics.get("val_loss")
-            status = frame.status + (f" Validation loss {val:.3f}." if val is not None else "") + \
-                " It is now selected in the chat below."
-            yield (status, live.loss_plot(), live.lr_plot(), samples, str(frame.result.path), frame.session_models,
-                   frame.picker, None, target.session_dir)
+            status = frame.status + (f" Validation loss {val:.3f}." if val is not None else "")
+            twin_val = frame.baseline_result.metrics.get("val_loss") if frame.baseline_result else None
+            if val is not None and twin_val is not None:
+                status += (f" A random model of the same shape, same recipe: **{twin_val:.3f}** "
+                           f"({frame.baseline_result.steps} steps): pretraining is worth {twin_val - val:+.3f}.")
+            status += " It is now selected in the chat below."
+            yield (status, live.loss_plot(), live.lr_plot(), compared, samples, str(frame.result.path),
+                   frame.session_models, frame.picker, None, target.session_dir)
         else:
-            yield (frame.status, live.loss_plot(), live.lr_plot(), samples, None if live.last is None else same,
-                   same, same, stop, target.session_dir)
+            yield (frame.status, live.loss_plot(), live.lr_plot(), compared, samples,
+                   None if live.last is None else same, same, same, stop, target.session_dir)
 
 
 # --- chat ------------------------------------------------------------------------------------
@@ -327,6 +334,8 @@ def build(ctx) -> None:
                     mask = gr.Checkbox(value=False, label="Mask the instruction out of the loss (exercise 7.2)",
                                        elem_id="inst-mask")
                 keep = ctx.keep_checkbox("inst-keep")
+                compare = gr.Checkbox(False, label="Then the same recipe on a random model of the same shape, to "
+                                      "measure what pretraining buys", elem_id="inst-compare")
             with gr.Column(scale=4, min_width=360, elem_classes=[RESULT]):
                 boxes = {}
 
@@ -336,7 +345,7 @@ def build(ctx) -> None:
                     boxes["checkpoint"] = gr.File(label="instruct checkpoint", interactive=False,
                                                   elem_id="inst-checkpoint")
 
-                panel = run_panel("inst", side)
+                panel = run_panel("inst", side, compare=True)
 
     gr.Markdown("#### Chat (section 7.5) · each message is sent as an Alpaca instruction")
     picker = ctx.model_picker("Chat model (instruction-tuned or language models)", tasks=INSTRUCT_TASKS,
@@ -384,9 +393,9 @@ def build(ctx) -> None:
     # Stop (for Generate responses) sets the run's Event: the run ends on its own and keeps what it has.
     ctx.on_model(fill_recipe, [epochs, lr, batch_size, recipe_md])
     wire(ctx, train_btn, stop_btn, finetune,
-         [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep, eval_batches,
+         [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep, eval_batches, compare,
           ctx.session_models, train_state, ctx.session_dir],
-         [panel.status, panel.loss_plot, panel.lr_plot, boxes["samples"], boxes["checkpoint"], pending_models,
+         [panel.status, panel.loss_plot, panel.lr_plot, panel.compare_plot, boxes["samples"], boxes["checkpoint"], pending_models,
           picker, train_state, ctx.session_dir], train_state, pending_models,
          api_name="finetune_instruct", stop_api="stop_finetune_instruct", register_api="register_instruct")
     gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],

@@ -35,6 +35,8 @@ POLL_S = 0.1
 SMOOTHING = 0.1
 #: Most raw step points drawn; longer runs draw every k-th step (the smoothed curve keeps every step's weight).
 MAX_POINTS = 1500
+#: The two series of the comparison plot: the picked base, and a random model of its shape.
+PRETRAINED, RANDOM = "the picked base", "random weights, same shape"
 #: The colours of the loss plot's series.
 LOSS_COLOURS = {"step loss": "#90caf9", "smoothed": "#1565c0", "train loss (evaluation)": "#ef6c00",
                 "validation loss (evaluation)": "#2e7d32"}
@@ -151,6 +153,8 @@ class Frame:
     result: object = None  # llm.jobs.JobResult, in the final frame
     session_models: object = None  # the session's new model list, in the final frame
     picker: object = None  # the picker update selecting the new model, in the final frame
+    baseline: Live | None = None  # the same recipe on a random model of the same shape, if asked for
+    baseline_result: object = None  # its measured (unsaved) JobResult, in the final frame
 
     @property
     def final(self) -> bool:
@@ -181,8 +185,8 @@ def ending_line(result, stopped_by_user: bool, limit_s: float, items: str = "tok
 
 # --- driving a job ---------------------------------------------------------------------------------
 
-def _work(start: Callable, path_for: Callable, stop: threading.Event, out: queue.Queue) -> None:
-    """The worker thread: build the job, pull its events, then finish (measure and save) it."""
+def _work(start: Callable, finish: Callable, stop: threading.Event, out: queue.Queue) -> None:
+    """The worker thread: build the job, pull its events, then `finish(job)` (measure, and save)."""
     try:
         job = start()
         out.put(("job", job))
@@ -191,25 +195,17 @@ def _work(start: Callable, path_for: Callable, stop: threading.Event, out: queue
             if stop.is_set():
                 break
         out.put(("finishing", None))
-        out.put(("result", job.finish(path_for(job))))
+        out.put(("result", finish(job)))
     except Exception as exc:  # noqa: BLE001  (handed to the page as a sentence, never a traceback)
         out.put(("error", exc))
 
 
-def drive(start: Callable, path_for: Callable, intro: str, stop: threading.Event, *, label: Callable,
-          task: str, session_models, in_catalog: bool, picker_tasks=None, items: str = "tokens"):
-    """Run a job, yielding `Frame`s: at once, then every `UPDATE_EVERY_S`, then the result.
-
-    start() builds the `TrainingJob` (a ValueError becomes a gr.Error sentence); path_for(job) names
-    its checkpoint; label(result) names the model in the pickers, where it is registered for this
-    session and selected. Setting `stop` (the Stop button) ends the job at its next micro-batch; so
-    does the lab's time limit. Closing the generator (a cancelled event) stops the job too.
-    """
-    limit = current().max_train_seconds
-    live, q = Live(), queue.Queue()
-    worker = threading.Thread(target=_work, args=(start, path_for, stop, q), daemon=True, name="training-job")
-    started, job, phase, last_yield = time.perf_counter(), None, "Preparing the data and the model…", 0.0
-    yield Frame(f"{intro}\n\n{phase}", live)
+def _follow(start: Callable, finish: Callable, intro: str, stop: threading.Event, live: Live, deadline: float,
+            items: str):
+    """Run one job in a worker thread; yield ("status", text) every `UPDATE_EVERY_S`, then ("result", result)."""
+    q = queue.Queue()
+    worker = threading.Thread(target=_work, args=(start, finish, stop, q), daemon=True, name="training-job")
+    job, phase, last_yield, finished = None, "Preparing the data and the model…", 0.0, False
     worker.start()
     try:
         while True:
@@ -217,13 +213,11 @@ def drive(start: Callable, path_for: Callable, intro: str, stop: threading.Event
                 kind, value = q.get(timeout=POLL_S)
             except queue.Empty:
                 kind, value = None, None
-            by_limit = time.perf_counter() - started > limit
-            if job is not None and (stop.is_set() or by_limit):
+            if job is not None and (stop.is_set() or time.perf_counter() > deadline):
                 stop.set()
                 job.request_stop()
             if kind == "job":
-                job = value
-                phase = None
+                job, phase = value, None
             elif kind == "event":
                 live.add(value)
                 phase = None
@@ -234,13 +228,8 @@ def drive(start: Callable, path_for: Callable, intro: str, stop: threading.Event
             elif kind == "error":
                 raise gr.Error(sentence(value)) if isinstance(value, (ValueError, FileNotFoundError)) else value
             elif kind == "result":
-                result = value
-                user_stop = stop.is_set() and not by_limit
-                models = register_session_model(session_models, result.path, label(result), task=task)
-                key = str(result.path.resolve())
-                status = (f"{intro}\n\n{ending_line(result, user_stop, limit, items)} Saved `{result.path.name}` "
-                          f"({saved_where(in_catalog)}).")
-                yield Frame(status, live, result, models, picker_update(models, tasks=picker_tasks, select=key))
+                finished = True
+                yield "result", value
                 return
             now = time.perf_counter()
             if now - last_yield >= UPDATE_EVERY_S or kind in ("job", "finishing"):
@@ -248,25 +237,80 @@ def drive(start: Callable, path_for: Callable, intro: str, stop: threading.Event
                 text = f"{intro}\n\n{phase}" if phase else status_line(intro, live.last, items)
                 if stop.is_set() and phase is None:
                     text += "\n\n⏹ Stopping…"
-                yield Frame(text, live)
+                yield "status", text
     finally:  # the page went away or the event was cancelled: let the job end and save by itself
-        stop.set()
-        if job is not None:
-            job.request_stop()
+        if not finished:
+            stop.set()
+            if job is not None:
+                job.request_stop()
+
+
+def drive(start: Callable, path_for: Callable, intro: str, stop: threading.Event, *, label: Callable,
+          task: str, session_models, in_catalog: bool, picker_tasks=None, items: str = "tokens",
+          baseline: Callable | None = None):
+    """Run a job, yielding `Frame`s: at once, then every `UPDATE_EVERY_S`, then the result.
+
+    start() builds the `TrainingJob` (a ValueError becomes a gr.Error sentence); path_for(job) names
+    its checkpoint; label(result) names the model in the pickers, where it is registered for this
+    session and selected. Setting `stop` (the Stop button) ends the job at its next micro-batch; so
+    does the lab's time limit. Closing the generator (a cancelled event) stops the job too.
+    baseline(), when given, builds the same recipe's job on a random model of the base's shape
+    (`llm.catalog.random_twin`): it runs after the job unless that was stopped, and is measured,
+    not saved; its view is `frame.baseline` and its result `frame.baseline_result`.
+    """
+    limit = current().max_train_seconds
+    started = time.perf_counter()
+    live = Live()
+    yield Frame(f"{intro}\n\nPreparing the data and the model…", live)
+    for kind, value in _follow(start, lambda job: job.finish(path_for(job)), intro, stop, live, started + limit, items):
+        if kind == "status":
+            yield Frame(value, live)
+    result = value
+    by_limit = time.perf_counter() - started > limit
+    user_stop = stop.is_set() and not by_limit
+    ending = f"{ending_line(result, user_stop, limit, items)} Saved `{result.path.name}` ({saved_where(in_catalog)})."
+    twin, twin_result = None, None
+    if baseline is not None and not stop.is_set():
+        twin = Live()
+        twin_intro = (f"{intro}\n\n{ending}\n\n**Now the same recipe on a random model of the same shape**, "
+                      "to see what pretraining bought (measured, not saved):")
+        for kind, value in _follow(baseline, lambda job: job.measure(), twin_intro, stop, twin, started + limit,
+                                   items):
+            if kind == "status":
+                yield Frame(value, live, baseline=twin)
+        twin_result = value
+    models = register_session_model(session_models, result.path, label(result), task=task)
+    key = str(result.path.resolve())
+    yield Frame(f"{intro}\n\n{ending}", live, result, models, picker_update(models, tasks=picker_tasks, select=key),
+                baseline=twin, baseline_result=twin_result)
 
 
 # --- the panel and its wiring ------------------------------------------------------------------------
+
+def comparison_plot(live: Live, twin: Live | None):
+    """Validation loss at every evaluation of the run and of its random twin (same recipe, same shape)."""
+    if twin is None or not twin.evals:
+        return gr.update()
+    import pandas as pd
+
+    rows = [(e.step, e.metrics["val_loss"], name) for name, run in ((PRETRAINED, live), (RANDOM, twin))
+            for e in run.evals if math.isfinite(e.metrics.get("val_loss", math.nan))]
+    frame = pd.DataFrame(rows, columns=["step", "validation loss", "base"]).astype({"step": "int64"})
+    return gr.update(value=frame, visible=True, x_lim=[0, max(live.total_steps, twin.total_steps, 1)])
+
 
 @dataclass
 class RunPanel:
     status: gr.Markdown
     loss_plot: gr.LinePlot
     lr_plot: gr.LinePlot
+    compare_plot: gr.LinePlot | None  # with `run_panel(compare=True)`
 
 
-def run_panel(prefix: str, extra: Callable | None = None) -> RunPanel:
+def run_panel(prefix: str, extra: Callable | None = None, compare: bool = False) -> RunPanel:
     """The status line, the live loss plot and (folded) the learning-rate plot; `extra()` lays out a
-    tab's own view (samples, accuracy) beside the loss plot, or below it where the panel is narrow."""
+    tab's own view (samples, accuracy) beside the loss plot, or below it where the panel is narrow.
+    `compare` adds the (hidden until used) plot of `comparison_plot`."""
     status = gr.Markdown(elem_id=f"{prefix}-status")
     with gr.Row():
         loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", color_map=LOSS_COLOURS,
@@ -276,10 +320,14 @@ def run_panel(prefix: str, extra: Callable | None = None) -> RunPanel:
         if extra is not None:
             with gr.Column(scale=2):
                 extra()
+    compare_plot = gr.LinePlot(None, x="step", y="validation loss", color="base",
+                               color_map={PRETRAINED: "#2e7d32", RANDOM: "#757575"}, height=260, visible=False,
+                               title="Pretraining pays: the same recipe from pretrained and from random weights",
+                               x_title="optimizer step", elem_id=f"{prefix}-compare-plot") if compare else None
     with gr.Accordion("Learning-rate schedule (appendix D)", open=False):
         lr_plot = gr.LinePlot(None, x="step", y="lr", color="kind", height=200, x_title="optimizer step",
                               y_title="learning rate", elem_id=f"{prefix}-lr-plot")
-    return RunPanel(status, loss_plot, lr_plot)
+    return RunPanel(status, loss_plot, lr_plot, compare_plot)
 
 
 def wire(ctx, start_btn, stop_btn, handler, inputs, outputs, run_state, pending, *, api_name: str,
