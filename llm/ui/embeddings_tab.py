@@ -14,13 +14,14 @@ Each token id selects one row of the model's **token embedding** matrix `tok_emb
 `emb_dim` columns); each position selects a row of the **positional embedding** matrix `pos_emb`. Their
 sum is the **input embedding** the transformer blocks read. The 2-D map projects embedding vectors with
 PCA; **nearest neighbours** are the rows most similar by cosine similarity.
-With **GPT-2's pretrained weights** similar words land near each other. A **randomly initialised lab
-model** shows noise: nothing has been learned yet — train one in the Pretrain tab and compare."""
+With **pretrained weights** (GPT-2, or the lab's Wharton GPT) similar words land near each other. A **randomly
+initialised lab model** shows noise: nothing has been learned yet — train one in the Pretrain tab and compare."""
 
 EXAMPLES = [
-    ["Every effort moves you", "king, queen, man, woman, cat, dog, Paris, France, Berlin, Germany"],
-    ["The cat sat on the mat while the dog slept.", "one, two, three, four, red, green, blue, happy, sad"],
-    ["Your journey starts with one step", "Monday, Tuesday, January, February, apple, banana, car, train"],
+    # Words that Wharton's fiction uses often enough for the bundled model to have placed them (and GPT-2 too).
+    ["Every effort moves you", "man, woman, mother, father, London, Paris, France, Italy, morning, evening"],
+    ["The cat sat on the mat while the dog slept.", "one, two, three, four, red, white, black, happy, unhappy"],
+    ["Your journey starts with one step", "said, answered, replied, house, room, door, horse, carriage, train"],
 ]
 MAX_TOKENS = 64  # tokens drawn in the heatmaps and the map
 MAX_WORDS = 40
@@ -98,10 +99,10 @@ def build(ctx) -> None:
 
     gr.Markdown("#### Nearest neighbours by cosine similarity")
     with gr.Row():
-        word = gr.Textbox(label="Word or token", value="king", elem_id="nn-word", scale=3)
+        word = gr.Textbox(label="Word or token", value="mother", elem_id="nn-word", scale=3)
         k = gr.Slider(1, 30, value=10, step=1, label="how many", elem_id="nn-k", scale=2)
         find = gr.Button("Find neighbours", elem_id="nn-run", scale=0, min_width=150)
-    gr.Examples(["king", "Paris", "three", "happy", "Monday"], inputs=[word], label="Words")
+    gr.Examples(["mother", "London", "three", "red", "morning", "said"], inputs=[word], label="Words")
     nn_status = gr.Markdown(elem_id="nn-status")
     table = gr.Dataframe(headers=["rank", "token", "id", "cosine similarity"], interactive=False,
                          elem_id="nn-table")
