@@ -51,3 +51,14 @@ def test_the_classify_tab_trains_a_random_twin_beside_the_base_and_shows_both():
 def test_without_compare_no_twin_is_trained():
     out = _last(classify_tab.finetune(BUNDLED_KEY, "balanced", "head", 2, 4, 1, 1e-3, 8, 3, 123, eval_batches=1))
     assert "random model" not in out[5]
+
+
+def test_the_cli_compares_with_a_random_twin_on_request(tmp_path, capsys):
+    from llm.__main__ import main
+
+    out = tmp_path / "spam.safetensors"
+    assert main(["finetune-spam", "--base", BUNDLED_KEY, "--max-steps", "6", "--eval-batches", "1",
+                 "--compare-random", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "a random model of the same shape, same recipe: test accuracy" in printed
+    assert list(tmp_path.iterdir()) == [out]  # only the pretrained base's classifier is saved

@@ -33,6 +33,9 @@ def add_arguments(parser):
                         help="shuffle the records with this seed before the 85/5/10 split "
                              "(default: the book's unshuffled split)")
     parser.add_argument("--out", default=None, help="where to save the model (.safetensors)")
+    parser.add_argument("--compare-random", action="store_true",
+                        help="then fine-tune a random model of the base's shape with the same recipe (not saved) "
+                             "and print both validation losses: what pretraining buys")
 
 
 def run(args) -> int:
@@ -75,7 +78,16 @@ def finetune_command(args) -> int:
           + f"; memory {job.memory.describe()}")
     follow(job, desc="fine-tuning")
     result = job.finish(out)
+    val = result.metrics.get("val_loss")
     if distributed.is_main():
-        val = result.metrics.get("val_loss")
         print(f"saved {result.path}" + (f" (validation loss {val:.3f})" if val is not None else ""))
+    if args.compare_random:
+        from llm.catalog import random_twin
+
+        twin = finetune_instruct(random_twin(args.base).model, splits.train, splits.val, s)
+        follow(twin, desc="same recipe, random weights")
+        other = twin.measure().metrics.get("val_loss")
+        if distributed.is_main() and other is not None and val is not None:
+            print(f"a random model of the same shape, same recipe: validation loss {other:.3f} "
+                  f"(pretrained: {val:.3f})")
     return 0

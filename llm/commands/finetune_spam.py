@@ -38,6 +38,9 @@ def add_arguments(parser):
     data.add_argument("--full", dest="balanced", action="store_false",
                       help="all 5,574 messages (4,827 ham, 747 spam)")
     parser.add_argument("--out", default=None, help="where to save the classifier (.safetensors)")
+    parser.add_argument("--compare-random", action="store_true",
+                        help="then fine-tune a random model of the base's shape with the same recipe (not saved) "
+                             "and print both test accuracies: what pretraining buys (chapter 6)")
 
 
 def run(args) -> int:
@@ -70,6 +73,13 @@ def finetune_command(args) -> int:
           f"lr {settings.lr:g}, {settings.epochs} epochs, batch {settings.batch_size}; memory {job.memory.describe()}")
     follow(job, desc="fine-tuning")
     result = job.finish()
+    other = None
+    if args.compare_random:  # every process runs it (under torchrun the ranks train together)
+        from llm.catalog import random_twin
+
+        twin = finetune_spam(random_twin(args.base), settings)
+        follow(twin, desc="same recipe, random weights")
+        other = twin.measure()
     if not distributed.is_main():
         return 0
     print(f"training accuracy {result.train_acc:.2%} · validation accuracy {result.val_acc:.2%} · "
@@ -78,4 +88,7 @@ def finetune_command(args) -> int:
     print(f"test confusion (rows true, columns predicted): ham→ham {tn}, ham→spam {fp}, "
           f"spam→ham {fn}, spam→spam {tp}")
     print(f"saved {result.path}")
+    if other is not None:
+        print(f"a random model of the same shape, same recipe: test accuracy {other.test_acc:.2%} "
+              f"(pretrained: {result.test_acc:.2%}, {100 * (result.test_acc - other.test_acc):+.1f} points)")
     return 0

@@ -32,7 +32,8 @@ instruction, so you can watch it learn the format.
 
 *The base model is the one picked at the top of the page; the recipe follows it. A pretrained model gets the
 book's settings (a small one, like the Wharton GPT, at lr 1e-3); a preset has random weights and gets a from-scratch recipe (lr 1e-3 with warm-up and cosine
-decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M).*"""
+decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M). Tick **the same
+recipe on a random model** to measure what pretraining buys: both validation losses are shown.*"""
 
 CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned, and its replies to two test questions read as English."
 INSTRUCT_TASKS = ("instruct", "lm")
