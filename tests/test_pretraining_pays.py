@@ -1,14 +1,17 @@
-"""Chapter 6's and 7's point, on the bundled Wharton GPT: the same fine-tuning recipe gets much further
+"""Chapter 6's and 7's point, on the bundled Wharton GPT: the same fine-tuning recipe gets further
 from pretrained weights than from random ones. The Classify and Instruct tabs can run the recipe on a
 random model of the same shape (`llm.catalog.random_twin`) beside the picked base and show both."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from llm.catalog import load_model, random_twin
 from llm.classifier import finetune_spam
+from llm.instruct import INSTRUCTION_DATA, finetune_instruct, load_instruction_file, split_instruction_data
 from llm.paths import BUNDLED_KEY
-from llm.recipes import SPAM_SMALL
+from llm.quality import probe_replies
+from llm.recipes import INSTRUCT_SMALL, SPAM_SMALL
 from llm.ui import classify_tab
 from llm.ui.run_view import PRETRAINED, RANDOM
 
@@ -62,3 +65,43 @@ def test_the_cli_compares_with_a_random_twin_on_request(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "a random model of the same shape, same recipe: test accuracy" in printed
     assert list(tmp_path.iterdir()) == [out]  # only the pretrained base's classifier is saved
+
+
+def test_pretraining_pays_for_spam_classification():
+    """The book's recipe (last block, final norm and head; lr 1e-3 for a small base) on the bundled model
+    against the same recipe on random weights. Measured (1 thread): 92.3 % against 86.3 % test accuracy. The
+    random model gets that far because the last block and head train on top of random features; the
+    95 % of the issue was not reached from this base (all layers: 93.3 %, the last two blocks: 93.3 %)."""
+    pretrained = finetune_spam(BUNDLED_KEY, SPAM_SMALL)
+    twin = finetune_spam(random_twin(BUNDLED_KEY), SPAM_SMALL)
+    results = []
+    for job in (pretrained, twin):
+        for _ in job:
+            pass
+        results.append(job.measure())
+    assert results[0].test_acc >= 0.90
+    assert results[0].test_acc >= results[1].test_acc + 0.03
+
+
+@pytest.fixture(scope="module")
+def instruction_splits():
+    return split_instruction_data(load_instruction_file(INSTRUCTION_DATA))
+
+
+def test_pretraining_pays_for_instruction_following(instruction_splits):
+    """Two epochs of the small-base recipe: the bundled model's replies read as English and end cleanly,
+    and its validation loss is well below a random model's of the same shape under the same recipe, whose
+    replies repeat themselves (measured: 1.898 against 2.311, 232 steps each, about 2 minutes each on 2 cores)."""
+    s = instruction_splits
+    losses, problems = {}, {}
+    for name, model in (("pretrained", load_model(BUNDLED_KEY, fresh=True).model),
+                        ("random", random_twin(BUNDLED_KEY).model)):
+        job = finetune_instruct(model, s.train, s.val, INSTRUCT_SMALL, eval_batches=5)
+        for _ in job:
+            pass
+        losses[name] = job.measure().val_loss
+        problems[name] = probe_replies(model.eval())
+    assert not problems["pretrained"][1], problems["pretrained"][0]
+    assert problems["random"][1]  # the chat would not show its ✅ for the random model
+    assert losses["pretrained"] <= 2.0
+    assert losses["pretrained"] <= losses["random"] - 0.25
