@@ -68,10 +68,11 @@ def test_the_cli_compares_with_a_random_twin_on_request(tmp_path, capsys):
 
 
 def test_pretraining_pays_for_spam_classification():
-    """The book's recipe (last block, final norm and head; lr 1e-3 for a small base) on the bundled model
-    against the same recipe on random weights. Measured (1 thread): 92.3 % against 86.3 % test accuracy. The
-    random model gets that far because the last block and head train on top of random features; the
-    95 % of the issue was not reached from this base (all layers: 93.3 %, the last two blocks: 93.3 %)."""
+    """The small-base recipe (every layer, lr 2e-3, batch 16, 2 epochs: 130 steps, about 30 s) on the bundled
+    model reaches the 95 % that chapter 6 shows, and beats the same recipe on random weights. Measured:
+    95.3 % against 93.3 % test accuracy on 1 thread, 96.0 % against 92.3 % on 2 (validation: 98.0 % against
+    94.0 %). The gap is small because this recipe trains every layer, so random weights learn too; the
+    book's last-block recipe stops at 92.3 % on this base (llm.recipes.SPAM_SMALL)."""
     pretrained = finetune_spam(BUNDLED_KEY, SPAM_SMALL)
     twin = finetune_spam(random_twin(BUNDLED_KEY), SPAM_SMALL)
     results = []
@@ -79,8 +80,9 @@ def test_pretraining_pays_for_spam_classification():
         for _ in job:
             pass
         results.append(job.measure())
-    assert results[0].test_acc >= 0.90
-    assert results[0].test_acc >= results[1].test_acc + 0.03
+    assert results[0].test_acc >= 0.95
+    assert results[0].test_acc >= results[1].test_acc + 0.01
+    assert results[0].val_acc >= results[1].val_acc + 0.02
 
 
 @pytest.fixture(scope="module")
