@@ -24,14 +24,16 @@ from pathlib import Path
 
 from .config import DEFAULT_PROMPT, DEFAULT_TEXT, SETTINGS
 from .paths import BUNDLED_KEY, BUNDLED_MODEL
+from .recipes import SPAM_SMALL
 
 ICONS = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
 #: Optimizer steps the lecture settings need on the-verdict before an evaluation (every 20 steps)
 #: shows a training loss below 1: 140, measured by benchmarks/bench_preflight.py (seed 123).
 LECTURE_STEPS_TO_LOSS_1 = 140
-#: The spam fine-tune of the lecture (Classify tab, section 6.7): the book's settings, cut short.
-SPAM_DEMO = {"policy": "last-block", "batch_size": 8, "lr": 5e-4, "epochs": 1, "max_steps": 60,
-             "eval_iter": 5}
+#: The spam fine-tune of the lecture (Classify tab, section 6.7): the tab's recipe for the lecture's
+#: bundled model (`llm.recipes.SPAM_SMALL`), cut to the lecture script's one epoch of at most 60 steps.
+SPAM_DEMO = {"policy": SPAM_SMALL.policy, "batch_size": SPAM_SMALL.batch_size, "lr": SPAM_SMALL.lr, "epochs": 1,
+             "max_steps": 60, "eval_iter": 5}
 GENERATE_TOKENS = 200
 WARMUP_TOKENS = 30
 WARMUP_STEPS = 3

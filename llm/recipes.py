@@ -14,8 +14,8 @@ are routed into `train`), and reading `settings.lr` reads `settings.train.lr`.
 Recipes follow the base (`spam_recipe`, `instruct_recipe`): a pretrained model (GPT-2, the
 bundled model, a trained checkpoint) gets the book's gentle settings, a model with random
 weights a from-scratch recipe that was measured to work (benchmarks/bench_spam.py). A small
-pretrained model (under SMALL_BASE_PARAMETERS, like the bundled Wharton GPT) gets the book's
-recipes at a larger learning rate: 5e-5 barely moves it.
+pretrained model (under SMALL_BASE_PARAMETERS, like the bundled Wharton GPT) gets a larger
+learning rate (5e-5 barely moves it) and, for spam, every layer trained.
 Nothing here imports torch, so the app shows these values at start-up.
 """
 from __future__ import annotations

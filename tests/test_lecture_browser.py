@@ -50,6 +50,9 @@ def test_the_lecture_script_runs_end_to_end_in_presenter_view(own_lab_url, brows
                 page.click("#lecture-next")
                 page.wait_for_function(f"document.querySelector('#lecture-step').innerText.includes('{i}/{n} ·')")
                 page.wait_for_function(expectation(step["expect"]))
+                for key in SHORT.keys() & step.get("inputs", {}).keys():  # the cut took: a run of SHORT steps
+                    status = page.inner_text(f"#{key.removesuffix('-max-steps')}-status")
+                    assert f"Done: {SHORT[key]} steps" in status, (i, status)
                 assert page.inner_text("#lecture-missing").strip() == "", (i, page.inner_text("#lecture-missing"))
                 assert page.get_attribute(f"#tab-{step['tab']}-button", "aria-selected") == "true"
                 screenshot(page, f"lecture-{i:02d}-{step['tab']}")

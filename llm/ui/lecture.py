@@ -152,12 +152,34 @@ APPLY_STEP_JS = """async (step) => {
     fields.forEach((f) => { f.value = String(value); fire(f); f.dispatchEvent(new Event('blur')); });
     return fields.length > 0;
   };
+  // A tab opened for the first time may still be mounting its fields, which then start from their
+  // defaults: the values are checked and set again until they hold.
+  const holds = (root, value) => {
+    if (typeof value === 'boolean') {
+      const box = root.querySelector('input[type=checkbox]');
+      return !box || box.checked === value;
+    }
+    const radio = root.querySelector(`input[type=radio][value="${CSS.escape(String(value))}"]`);
+    if (radio) return radio.checked;
+    const fields = root.matches('textarea, input') ? [root]
+      : [...root.querySelectorAll('textarea, input[type=number], input[type=text], input:not([type])')];
+    return fields.every((f) => f.value === String(value));
+  };
   const missing = [];
-  for (const [id, value] of Object.entries(step.inputs || {})) {
+  const entries = Object.entries(step.inputs || {});
+  for (const [id, value] of entries) {
     const root = await find(id);
     if (!root || !setValue(root, value)) missing.push(id);
   }
-  await sleep(300);
+  for (let attempt = 0; attempt < 10; attempt++) {
+    await sleep(300);
+    const loose = entries.filter(([id, value]) => {
+      const root = document.getElementById(id);
+      return root && !missing.includes(id) && !holds(root, value);
+    });
+    if (!loose.length) break;
+    loose.forEach(([id, value]) => setValue(document.getElementById(id), value));
+  }
   if (step.run) {
     const button = await find(step.run);
     if (button) button.click(); else missing.push(step.run);
