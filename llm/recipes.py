@@ -289,8 +289,8 @@ def is_small_base(parameters: int | None) -> bool:
 
 
 def spam_recipe(random_base: bool, parameters: int | None = None) -> SpamSettings:
-    """The from-scratch recipe for random weights; for a pretrained base the book's, at a larger
-    learning rate when the base has fewer than SMALL_BASE_PARAMETERS `parameters`."""
+    """The from-scratch recipe for random weights; for a pretrained base the book's, or SPAM_SMALL
+    when the base has fewer than SMALL_BASE_PARAMETERS `parameters`."""
     if random_base:
         return SPAM_SCRATCH
     return SPAM_SMALL if is_small_base(parameters) else SPAM_BOOK

@@ -31,8 +31,8 @@ book's settings (AdamW, lr 5e-5, weight decay 0.1, 2 epochs, batch 8) on 935 rec
 instruction, so you can watch it learn the format.
 
 *The base model is the one picked at the top of the page; the recipe follows it. A pretrained model gets the
-book's settings (a small one, like the Wharton GPT, at lr 1e-3); a preset has random weights and gets a from-scratch recipe (lr 1e-3 with warm-up and cosine
-decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M). Tick **the same
+book's settings (a small one, like the Wharton GPT, at lr 1e-3); a preset has random weights and gets a
+from-scratch recipe (lr 1e-3 with warm-up and cosine decay): it learns the format but not the answers. The book starts from GPT-2 medium (355M). Tick **the same
 recipe on a random model** to measure what pretraining buys: both validation losses are shown.*"""
 
 CHAT_NOTE_OK = "✅ **{label}** is instruction-tuned, and its replies to two test questions read as English."
@@ -396,8 +396,8 @@ def build(ctx) -> None:
     wire(ctx, train_btn, stop_btn, finetune,
          [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep, eval_batches, compare,
           ctx.session_models, train_state, ctx.session_dir],
-         [panel.status, panel.loss_plot, panel.lr_plot, panel.compare_plot, boxes["samples"], boxes["checkpoint"], pending_models,
-          picker, train_state, ctx.session_dir], train_state, pending_models,
+         [panel.status, panel.loss_plot, panel.lr_plot, panel.compare_plot, boxes["samples"], boxes["checkpoint"],
+          pending_models, picker, train_state, ctx.session_dir], train_state, pending_models,
          api_name="finetune_instruct", stop_api="stop_finetune_instruct", register_api="register_instruct")
     gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
           [note], api_name=False)

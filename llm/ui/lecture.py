@@ -139,6 +139,8 @@ APPLY_STEP_JS = """async (step) => {
     return document.getElementById(id);
   };
   const fire = (el) => ['input', 'change'].forEach((t) => el.dispatchEvent(new Event(t, {bubbles: true})));
+  const fieldsOf = (root) => root.matches('textarea, input') ? [root]
+    : [...root.querySelectorAll('textarea, input[type=number], input[type=range], input[type=text], input:not([type])')];
   const setValue = (root, value) => {
     if (typeof value === 'boolean') {
       const box = root.querySelector('input[type=checkbox]');
@@ -147,8 +149,7 @@ APPLY_STEP_JS = """async (step) => {
     }
     const radio = root.querySelector(`input[type=radio][value="${CSS.escape(String(value))}"]`);
     if (radio) { radio.click(); return true; }
-    const fields = root.matches('textarea, input') ? [root]
-      : [...root.querySelectorAll('textarea, input[type=number], input[type=range], input[type=text], input:not([type])')];
+    const fields = fieldsOf(root);
     fields.forEach((f) => { f.value = String(value); fire(f); f.dispatchEvent(new Event('blur')); });
     return fields.length > 0;
   };
@@ -161,9 +162,8 @@ APPLY_STEP_JS = """async (step) => {
     }
     const radio = root.querySelector(`input[type=radio][value="${CSS.escape(String(value))}"]`);
     if (radio) return radio.checked;
-    const fields = root.matches('textarea, input') ? [root]
-      : [...root.querySelectorAll('textarea, input[type=number], input[type=text], input:not([type])')];
-    return fields.every((f) => f.value === String(value));
+    // (a slider's range input shows its value clamped to the slider: its number box decides)
+    return fieldsOf(root).filter((f) => f.type !== 'range').every((f) => f.value === String(value));
   };
   const missing = [];
   const entries = Object.entries(step.inputs || {});
