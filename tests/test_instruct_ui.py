@@ -155,6 +155,8 @@ def test_browser_finetune_then_chat(lab_url, open_page):
     page.wait_for_function("document.querySelectorAll('#chat-box .message').length >= 2")
     page.wait_for_timeout(1500)
     assert "simile" in page.inner_text("#chat-box")
-    assert "instruction-tuned" in page.inner_text("#chat-note")
+    # the note sits under the reply's progress until generation ends
+    page.wait_for_function("(document.querySelector('#chat-note') || {innerText: ''}).innerText"
+                           ".includes('instruction-tuned')", timeout=60_000)
     page.locator("#chat-box").scroll_into_view_if_needed()
     screenshot(page, "instruct", full_page=True)
