@@ -50,6 +50,20 @@ def test_any_chunk_size_gives_the_same_loss_and_gradients(chunk_rows):
         assert (a - b).abs().max() < 1e-5
 
 
+def test_a_confidently_wrong_prediction_keeps_its_exact_loss():
+    # logits ~100 apart: p(target) underflows float32 to 0, yet the loss must stay finite and exact
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = (torch.randn(12, 8) * 60.0).requires_grad_()
+    targets = head(hidden).argmin(dim=-1)  # the least likely token of every row
+    plain = F.cross_entropy(head(hidden), targets)
+    chunked = chunked_cross_entropy(hidden, head, targets, 5)
+    assert torch.isfinite(chunked) and float(plain) > 80
+    assert abs(chunked.item() - plain.item()) / plain.item() < 1e-6
+    for a, b in zip(torch.autograd.grad(plain, [hidden, head.weight]),
+                    torch.autograd.grad(chunked, [hidden, head.weight])):
+        assert (a - b).abs().max() < 1e-5
+
+
 def test_without_gradients_only_the_loss_is_computed(tiny_cfg):
     model = GPTModel(tiny_cfg)
     x = torch.randint(0, tiny_cfg.vocab_size, (2, 10))
