@@ -6,9 +6,9 @@ random weights (`gpt2-small-random`) and 64 tokens, timed through `gradio_client
 user (which adds up to ~0.1 s of 50 ms polling sleeps) and through Gradio's plain REST route.
 Each new text makes the model run again; it runs the blocks up to the layer looked at
 (`llm.introspect.RecordedPass`), so the REST figures also time a new text seen in its last layer
-(all 12 blocks): the worst case.
+(all 12 blocks): the worst case, alone and as a click sends it, with the logit lens's request.
 
-    python benchmarks/bench_ui.py [--runs 3] [--calls 5]
+    python benchmarks/bench_ui.py [--runs 3] [--calls 5] [--attention-only]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,6 +100,17 @@ def call_http(base: str, api_name: str, data: list) -> float:
     return time.perf_counter() - began
 
 
+def click_with_lens(base: str, data: list) -> float:
+    """One Attention-tab click on a new text: the attention and logit-lens requests at once, as the
+    browser sends them (they share one recorded forward pass); seconds until both have answered."""
+    began = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(call_http, base, "attention", data), pool.submit(call_http, base, "logit_lens", data[:2])]
+        for call in calls:
+            call.result()
+    return time.perf_counter() - began
+
+
 def attention_seconds(calls: int) -> dict:
     from gradio_client import Client
 
@@ -116,10 +128,11 @@ def attention_seconds(calls: int) -> dict:
         first_s = time.perf_counter() - began
         assert len(first[3]["token_ids"]) == 64
         base = f"http://127.0.0.1:{port}/"
-        http_new, http_knob, http_last, floor = [], [], [], []
+        http_new, http_knob, http_last, with_lens, floor = [], [], [], [], []
         for n in range(100, 100 + calls):
             # a new text looked at in its last layer: all 12 blocks run (the worst case)
             http_last.append(call_http(base, "attention", ["gpt2-small-random", text(n + 50), 11, 0, "one head"]))
+            with_lens.append(click_with_lens(base, ["gpt2-small-random", text(n + 80), 11, 0, "one head"]))
             http_new.append(call_http(base, "attention", ["gpt2-small-random", text(n), 1, 2, "one head"]))
             http_knob.append(call_http(base, "attention", ["gpt2-small-random", text(n), 4, 5, "one head"]))
             floor.append(call_http(base, "tokenize", ["hi"]))
@@ -138,6 +151,7 @@ def attention_seconds(calls: int) -> dict:
                                   "knob_change_median_s": round(statistics.median(knob), 3)},
                 "http_rest": {"new_text_median_s": round(statistics.median(http_new), 3),
                               "new_text_last_layer_median_s": round(statistics.median(http_last), 3),
+                              "new_text_last_layer_with_logit_lens_median_s": round(statistics.median(with_lens), 3),
                               "knob_change_median_s": round(statistics.median(http_knob), 3),
                               "trivial_endpoint_floor_s": round(statistics.median(floor), 3)},
                 "gradio_client_new_text_all_s": [round(t, 3) for t in new_text]}
@@ -149,7 +163,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="start-ups of each app")
     parser.add_argument("--calls", type=int, default=5, help="Attention API calls")
+    parser.add_argument("--attention-only", action="store_true", help="leave out the start-up timings")
     args = parser.parse_args()
+    if args.attention_only:
+        print(json.dumps({"attention_api": attention_seconds(args.calls),
+                          "load_average_1min": round(os.getloadavg()[0], 2)}, indent=2))
+        return
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(BARE_APP)
     try:

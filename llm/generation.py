@@ -113,7 +113,8 @@ _low_precision_copies = weakref.WeakKeyDictionary()  # model -> {precision: (wei
 _low_precision_lock = threading.Lock()
 
 
-def _weights_fingerprint(model: torch.nn.Module) -> tuple:
+def weights_fingerprint(model: torch.nn.Module) -> tuple:
+    """Changes whenever any of the model's weights change: for caches of copies made from them."""
     # In-place updates (optimizer steps, load_state_dict) bump a tensor's _version;
     # assigning new parameters changes their identity or storage. Inference tensors
     # have no version counter (and cannot be changed outside inference mode).
@@ -139,7 +140,7 @@ def inference_model(model: GPTModel, precision: str = "fp32") -> GPTModel:
     if precision == "int8" and model.device.type != "cpu":
         raise ValueError(f"int8 inference runs on the CPU (PyTorch's quantized CPU kernels); the model is on "
                          f"{model.device.type}: choose fp32 or fp16 there")
-    fingerprint = _weights_fingerprint(model)
+    fingerprint = weights_fingerprint(model)
     with _low_precision_lock:
         copies = _low_precision_copies.setdefault(model, {})
         cached = copies.get(precision)

@@ -10,7 +10,7 @@ from llm.catalog import PRESET_SEED, list_models, load_model
 from llm.checkpoints import inspect_checkpoint, read_metadata
 from llm.config import DEFAULT_PROMPT, DEFAULT_TEXT, PRESETS, WHARTON_TEXT
 from llm.generation import generate_text
-from llm.introspect import attention_maps, nearest_neighbours, previous_token_heads
+from llm.introspect import attention_maps, attention_records, logit_lens, nearest_neighbours, previous_token_heads
 from llm.model import GPTModel
 from llm.paths import BUNDLED_KEY, BUNDLED_MODEL
 from llm.pretraining import load_text, split_text
@@ -70,6 +70,18 @@ def test_attention_has_a_previous_token_head(bundled, held_out):
     paragraph = next(p for p in held_out.split("\n\n") if 60 <= len(text_to_token_ids(p)) <= 128)
     heads = previous_token_heads(attention_maps(bundled.model, text_to_token_ids(paragraph)))
     assert heads and heads[0].previous_token >= 0.5
+
+
+def test_the_logit_lens_reads_each_block_as_float32_would(bundled, held_out):
+    # the lens decodes the blocks before the last with bfloat16 products where the CPU has them
+    ids = text_to_token_ids(held_out[:2000])[:128]
+    records = attention_records(bundled.model, ids)
+    rows = logit_lens(bundled.model, ids, top=1, records=records)
+    with torch.no_grad():
+        exact = [bundled.model.out_head(bundled.model.final_norm(r["hidden"])).argmax(-1).tolist() for r in records]
+    assert rows[-1].top_ids == [[t] for t in exact[-1]]  # the last block: the model's own prediction
+    same = sum(row.top_ids[i][0] == exact[layer][i] for layer, row in enumerate(rows[:-1]) for i in range(len(ids)))
+    assert same / ((len(rows) - 1) * len(ids)) >= 0.97
 
 
 @pytest.mark.parametrize("word, related", [(" he", " she"), (" said", " asked"), (" his", " her"),
