@@ -26,7 +26,7 @@ IGNORE_INDEX = -100  # targets equal to this are left out of the mean, as in F.c
 
 
 def _softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
-    """softmax over the last dimension, written over `logits` on the CPU: one pass where log_softmax then exp took two."""
+    """softmax over the last dimension, written over `logits` on the CPU (one pass; log_softmax then exp took two)."""
     if logits.device.type != "cpu":  # (the CPU kernel reads each row before writing it; others are not promised to)
         return torch.softmax(logits, dim=-1)
     return torch.ops.aten._softmax.out(logits, -1, False, out=logits)
