@@ -258,7 +258,7 @@ def logit_lens(model: GPTModel, token_ids, top: int = 5, records: list[dict] | N
         # the blocks before it: all their positions through the head in one product, which reads the
         # head's weights once (in bfloat16 where the CPU multiplies it fast: the lens's costliest part)
         head = _lens_head(model)
-        parts.insert(0, (normed[:-1].to(head.dtype) @ head.T).float())
+        parts.insert(0, normed[:-1].to(head.dtype) @ head.T)
     values, indices = (torch.cat(t) for t in zip(*(_top_probs(logits.float(), top) for logits in parts)))
     return [LensRow(layer, indices[layer].tolist(), values[layer].tolist()) for layer in range(len(records))]
 
@@ -271,14 +271,14 @@ def _top_probs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tens
 
 _lens_heads = weakref.WeakKeyDictionary()  # model -> (weights fingerprint, bfloat16 copy of out_head.weight)
 _lens_heads_lock = threading.Lock()
+_FAST_BF16 = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
 
 
 def _lens_head(model: GPTModel) -> torch.Tensor:
     """The output head's weight for the logit lens's earlier blocks: a cached bfloat16 copy on CPUs with
     bfloat16 matrix instructions (AMX or AVX-512 BF16: ~5x faster than float32 here), else the weight itself."""
     weight = model.out_head.weight
-    fast = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
-    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not fast:
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not _FAST_BF16:
         return weight
     fingerprint = weights_fingerprint(model)
     with _lens_heads_lock:
