@@ -129,3 +129,15 @@ def test_the_session_folder_goes_when_the_session_ends_and_nothing_else(tmp_path
     (tmp_path / "model.safetensors").write_bytes(b"x")
     remove_folder(str(tmp_path))  # a folder the session did not make is never removed
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_a_display_that_follows_a_change_never_drops_the_last_one():
+    """A run selects its model in its picker, then adds it to the session's list: two change events
+    moments apart. A listener in Gradio's "once" mode drops the second while the first is pending,
+    and the display (the chat's note, the model's line) is left describing an unknown model."""
+    from llm.ui.app import build_app
+
+    demo = build_app()
+    dropping = [fn.name for fn in demo.fns.values()
+                if fn.trigger_mode == "once" and any(event == "change" for _, event in fn.targets)]
+    assert dropping == []

@@ -183,7 +183,7 @@ def build(ctx) -> None:
 
     inputs = [ctx.picker, text, layer, head, view, ctx.session_models]
     gr.on([run.click, text.submit, layer.release, head.release, view.change], attention, inputs,
-          [status, heatmap, steps, numbers], api_name="attention")
+          [status, heatmap, steps, numbers], api_name="attention", trigger_mode="always_last")
     gr.on([run.click, text.submit], logit_lens, [ctx.picker, text, ctx.session_models],
           [lens_plot, lens_table, lens_numbers], api_name="logit_lens")
     ctx.on_model(_model_sizes, [layer, head])

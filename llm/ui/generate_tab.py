@@ -195,7 +195,7 @@ def build(ctx) -> None:
     stop.click(None, cancels=[event], api_name=False)
     gr.on([run.click, prompt.submit, temperature.change, top_k.change, top_p.change, ctx.picker.change],
           next_token, [ctx.picker, prompt, temperature, top_k, top_p, ctx.session_models],
-          [dist_plot, dist_table, dist_status], api_name="next_token")
+          [dist_plot, dist_table, dist_status], api_name="next_token", trigger_mode="always_last")
     ctx.picker.change(lambda: "", None, [cache_report], api_name=False)  # a comparison belongs to its model
     compare.click(compare_cache, [ctx.picker, prompt, max_new, ctx.session_models], [cache_report],
                   api_name="compare_cache")

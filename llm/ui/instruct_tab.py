@@ -400,7 +400,7 @@ def build(ctx) -> None:
           pending_models, picker, train_state, ctx.session_dir], train_state, pending_models,
          api_name="finetune_instruct", stop_api="stop_finetune_instruct", register_api="register_instruct")
     gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
-          [note], api_name=False)
+          [note], api_name=False, trigger_mode="always_last")
     gr.on([send_btn.click, message.submit], chat,
           [message, chatbot, input_text, picker, max_new_tokens, temperature, top_k, weights, ctx.session_models],
           [chatbot, message], api_name="chat", show_progress_on=[note], concurrency_limit=2)

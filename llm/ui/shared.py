@@ -358,9 +358,12 @@ class LabContext:
 
     def on_model(self, fn, outputs, api_name=False) -> None:
         """Run `fn(choice, session_models)` when the page opens, the shared picker changes, or this
-        session's models change (a model a run just picked joins the session's list a moment later)."""
+        session's models change (a model a run just picked joins the session's list a moment later).
+
+        "always_last": `gr.on` takes its mode from its first trigger (load: "once"), which would drop
+        the list's change while the picker's is still pending and leave a stale line."""
         gr.on([self.demo.load, self.picker.change, self.session_models.change], fn,
-              [self.picker, self.session_models], outputs, api_name=api_name)
+              [self.picker, self.session_models], outputs, api_name=api_name, trigger_mode="always_last")
 
     def finish(self) -> None:
         """Wire the shared events; `build_app` calls this after all tabs are built."""
