@@ -92,6 +92,21 @@ def test_embedding_neighbours_of_frequent_words_are_related(bundled, word, relat
     assert text_to_token_ids(related)[0] in neighbours
 
 
+def test_words_wharton_never_wrote_share_one_embedding(bundled):
+    """Why the Classify tab trains a small base's embeddings too (llm.recipes.SPAM_SMALL): text-message
+    tokens the corpus never had, and <|endoftext|>, the pad, were all pushed to one vector."""
+    corpus = set(text_to_token_ids(load_text(WHARTON_TEXT)))
+    unseen = [text_to_token_ids(w)[0] for w in (" www", " msg")] + [50256]
+    seen = [text_to_token_ids(w)[0] for w in (" claim", " prize", " cash")]
+    assert not corpus & set(unseen) and set(seen) <= corpus
+    emb = torch.nn.functional.normalize(bundled.model.tok_emb.weight.detach(), dim=-1)
+
+    def cosines(ids):  # of every pair
+        return (emb[ids] @ emb[ids].T)[np.triu_indices(len(ids), 1)]
+
+    assert cosines(unseen).min() > 0.95 and cosines(seen).max() < 0.9
+
+
 def test_greedy_continuation_is_english(bundled):
     continuation = generate_text(bundled.model, DEFAULT_PROMPT, max_new_tokens=40, temperature=0.0, eos_id=None)
     assert english_share(continuation, (WHARTON_TEXT.name,)) >= 0.9, continuation
