@@ -15,7 +15,7 @@ from llm.model import GPTModel
 from llm.paths import BUNDLED_KEY, BUNDLED_MODEL
 from llm.pretraining import load_text, split_text
 from llm.quality import english_share, text_loss
-from llm.tokenizer import text_to_token_ids
+from llm.tokenizer import ENDOFTEXT_ID, text_to_token_ids
 
 #: Measured on the shipped file (benchmarks/bench_bundled.py): the-verdict 4.781, held-out Wharton
 #: 4.575 (all 770 windows); the tests keep a small margin.
@@ -96,7 +96,7 @@ def test_words_wharton_never_wrote_share_one_embedding(bundled):
     """Why the Classify tab trains a small base's embeddings too (llm.recipes.SPAM_SMALL): text-message
     tokens the corpus never had, and <|endoftext|>, the pad, were all pushed to one vector."""
     corpus = set(text_to_token_ids(load_text(WHARTON_TEXT)))
-    unseen = [text_to_token_ids(w)[0] for w in (" www", " msg")] + [50256]
+    unseen = [text_to_token_ids(w)[0] for w in (" www", " msg")] + [ENDOFTEXT_ID]
     seen = [text_to_token_ids(w)[0] for w in (" claim", " prize", " cash")]
     assert not corpus & set(unseen) and set(seen) <= corpus
     emb = torch.nn.functional.normalize(bundled.model.tok_emb.weight.detach(), dim=-1)

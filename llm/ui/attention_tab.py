@@ -9,7 +9,7 @@ import gradio as gr
 from llm import viz
 
 from .lecture import CONTROLS, RESULT
-from .shared import bounded, encode_for_model, get_model, notices_md, random_weights_note
+from .shared import bounded, encode_for_model, follow, get_model, notices_md, random_weights_note
 
 TITLE = "Attention"
 
@@ -182,8 +182,8 @@ def build(ctx) -> None:
         lens_numbers = gr.JSON(elem_id="lens-numbers")
 
     inputs = [ctx.picker, text, layer, head, view, ctx.session_models]
-    gr.on([run.click, text.submit, layer.release, head.release, view.change], attention, inputs,
-          [status, heatmap, steps, numbers], api_name="attention", trigger_mode="always_last")
+    follow([run.click, text.submit, layer.release, head.release, view.change], attention, inputs,
+           [status, heatmap, steps, numbers], api_name="attention")
     gr.on([run.click, text.submit], logit_lens, [ctx.picker, text, ctx.session_models],
           [lens_plot, lens_table, lens_numbers], api_name="logit_lens")
     ctx.on_model(_model_sizes, [layer, head])

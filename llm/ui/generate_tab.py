@@ -11,7 +11,7 @@ from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .shared import as_gr_error, bounded, encode_for_model, get_model, notices_md, number
+from .shared import as_gr_error, bounded, encode_for_model, follow, get_model, notices_md, number
 
 TITLE = "Generate"
 
@@ -193,9 +193,9 @@ def build(ctx) -> None:
                    ctx.session_models], [output, stats, details], api_name="generate",
                   show_progress_on=[stats])
     stop.click(None, cancels=[event], api_name=False)
-    gr.on([run.click, prompt.submit, temperature.change, top_k.change, top_p.change, ctx.picker.change],
-          next_token, [ctx.picker, prompt, temperature, top_k, top_p, ctx.session_models],
-          [dist_plot, dist_table, dist_status], api_name="next_token", trigger_mode="always_last")
+    follow([run.click, prompt.submit, temperature.change, top_k.change, top_p.change, ctx.picker.change],
+           next_token, [ctx.picker, prompt, temperature, top_k, top_p, ctx.session_models],
+           [dist_plot, dist_table, dist_status], api_name="next_token")
     ctx.picker.change(lambda: "", None, [cache_report], api_name=False)  # a comparison belongs to its model
     compare.click(compare_cache, [ctx.picker, prompt, max_new, ctx.session_models], [cache_report],
                   api_name="compare_cache")

@@ -16,7 +16,8 @@ from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
 from .run_view import comparison_plot, drive, recipe_for, run_panel, sentence, wire
-from .shared import DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, get_model, number, stop_run
+from .shared import (DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, follow, get_model, number,
+                     stop_run)
 
 TITLE = "Instruct & chat"
 
@@ -399,8 +400,8 @@ def build(ctx) -> None:
          [panel.status, panel.loss_plot, panel.lr_plot, panel.compare_plot, boxes["samples"], boxes["checkpoint"],
           pending_models, picker, train_state, ctx.session_dir], train_state, pending_models,
          api_name="finetune_instruct", stop_api="stop_finetune_instruct", register_api="register_instruct")
-    gr.on([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
-          [note], api_name=False, trigger_mode="always_last")
+    follow([ctx.demo.load, picker.change, ctx.session_models.change], model_note, [picker, ctx.session_models],
+           [note], api_name=False)
     gr.on([send_btn.click, message.submit], chat,
           [message, chatbot, input_text, picker, max_new_tokens, temperature, top_k, weights, ctx.session_models],
           [chatbot, message], api_name="chat", show_progress_on=[note], concurrency_limit=2)

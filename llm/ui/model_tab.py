@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import gradio as gr
 
-from .shared import encode_for_model, get_model, notices_md, number, random_weights_note
+from .shared import encode_for_model, follow, get_model, notices_md, number, random_weights_note
 
 TITLE = "Model"
 
@@ -285,7 +285,7 @@ def build(ctx) -> None:
      .then(layer_norm, text_block, [ln_plot, ln_md], api_name="model_layernorm")
      .then(gelu, text_block, [gelu_plot, gelu_md], api_name="model_gelu")
      .then(residual, [ctx.picker, text, ctx.session_models], [res_plot, res_json], api_name="model_residual"))
-    (gr.on([token.release, stage.change], flow, view, flow_out, api_name=False, trigger_mode="always_last")
+    (follow([token.release, stage.change], flow, view, flow_out, api_name=False)
      .then(stage_view, view, [stage_plot, stage_table], api_name=False))
     gr.on([ctx.demo.load, sc_run.click], shortcut, [depth, seed], [sc_plot, sc_md, sc_json],
           api_name="model_shortcut")

@@ -25,7 +25,7 @@ from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
 from .run_view import drive, duration, run_panel, sentence, wire
-from .shared import SESSION_TTL_S, checkpoint_folder, get_model, number
+from .shared import SESSION_TTL_S, checkpoint_folder, follow, get_model, number
 
 TITLE = "Pretrain"
 
@@ -518,11 +518,11 @@ def build(ctx) -> None:
                    batch_size, epochs, max_steps, lr, weight_decay, seed, eval_every, prompt]
     data_inputs = [source, upload, max_length, stride, batch_size, epochs, max_steps]
     model_inputs = [mode, ctx.picker, emb_dim, n_layers, n_heads, context, ctx.session_models]
-    gr.on([ctx.demo.load] + [c.change for c in data_inputs], data_preview, data_inputs, [data_md],
-          api_name="pretrain_data", show_progress="hidden", trigger_mode="always_last")
-    gr.on([ctx.demo.load, mode.change, ctx.picker.change, ctx.session_models.change, emb_dim.change,
-           n_layers.change, n_heads.change, context.change], model_preview, model_inputs, [model_md],
-          api_name="pretrain_model", show_progress="hidden", trigger_mode="always_last")
+    follow([ctx.demo.load] + [c.change for c in data_inputs], data_preview, data_inputs, [data_md],
+           api_name="pretrain_data", show_progress="hidden")
+    follow([ctx.demo.load, mode.change, ctx.picker.change, ctx.session_models.change, emb_dim.change,
+            n_layers.change, n_heads.change, context.change], model_preview, model_inputs, [model_md],
+           api_name="pretrain_model", show_progress="hidden")
     gr.on([mode.change, ctx.picker.change], fill_form, [mode, ctx.picker, ctx.session_models],
           [max_length, stride, batch_size, lr, weight_decay, epochs, eval_every, eval_batches, custom_row],
           api_name=False)

@@ -358,12 +358,9 @@ class LabContext:
 
     def on_model(self, fn, outputs, api_name=False) -> None:
         """Run `fn(choice, session_models)` when the page opens, the shared picker changes, or this
-        session's models change (a model a run just picked joins the session's list a moment later).
-
-        "always_last": `gr.on` takes its mode from its first trigger (load: "once"), which would drop
-        the list's change while the picker's is still pending and leave a stale line."""
-        gr.on([self.demo.load, self.picker.change, self.session_models.change], fn,
-              [self.picker, self.session_models], outputs, api_name=api_name, trigger_mode="always_last")
+        session's models change (a model a run just picked joins the session's list a moment later)."""
+        follow([self.demo.load, self.picker.change, self.session_models.change], fn,
+               [self.picker, self.session_models], outputs, api_name=api_name)
 
     def finish(self) -> None:
         """Wire the shared events; `build_app` calls this after all tabs are built."""
@@ -474,6 +471,16 @@ def stop_run(run_state):
         run_state.set()
         return "⏹ Stopping after this step…"
     return gr.update()
+
+
+def follow(triggers, fn, inputs, outputs, **kwargs):
+    """`gr.on` for a display that follows values: a trigger arriving while it runs runs again after it.
+
+    `gr.on` takes its trigger mode from its first trigger, and a load or a click gives "once", which
+    drops a change that comes while the display is still being drawn: after a run, the session's new
+    list of models arrives just after its picker's change, and the display would stay stale.
+    """
+    return gr.on(triggers, fn, inputs, outputs, trigger_mode="always_last", **kwargs)
 
 
 def adopt_session_models(pending, session_models):
