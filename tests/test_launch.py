@@ -6,7 +6,10 @@ child process with the deployment's environment, waits for the first HTTP 200, m
 API call through `gradio_client`, checks the process is still alive, then stops it.
 
 - A Space runs `python app.py` with `SYSTEM=spaces`; the app must bind 0.0.0.0:7860
-  (the only test here that uses port 7860; skipped when something else holds it).
+  (the only test here that uses port 7860; skipped when something else holds it), and where
+  GRADIO_SERVER_PORT names another port, listen there (it once forced 7860, so a launcher that
+  chose a port never got an answer, and a taken 7860 killed the start with a traceback).
+- A port that is taken ends `python app.py` with exit code 2 and a sentence, never a traceback.
 - The Dockerfile's `CMD` runs it with the image's environment (GRADIO_SERVER_NAME=0.0.0.0,
   GRADIO_SERVER_PORT, LLM_LAB_CHECKPOINTS, HF_HOME, HOME) as uid 1000; here as uid 1000 or
   `nobody` when the tests run as root, with a fresh temporary folder as the container's /tmp.
@@ -71,7 +74,7 @@ def test_starts_as_a_space_does_on_0_0_0_0_port_7860(tmp_path):
         pytest.skip(f"port {SPACE_PORT} is in use on this machine: the Space launch test needs it")
     env = {"SYSTEM": "spaces", "LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"), "HF_HOME": str(tmp_path / "hf")}
     for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "LLM_LAB_LIMITS"):
-        env[name] = None  # a Space sets none of these: the app itself must choose 0.0.0.0:7860
+        env[name] = None  # with none of these set, the app itself must choose 0.0.0.0:7860
     app = AppProcess(tmp_path, env=env, port=SPACE_PORT)
     try:
         app.wait_until_up()
@@ -81,6 +84,37 @@ def test_starts_as_a_space_does_on_0_0_0_0_port_7860(tmp_path):
     finally:
         code = app.stop()
     assert code is not None
+
+
+def test_a_space_listens_on_the_port_its_environment_names(tmp_path):
+    port = free_port()
+    env = {"SYSTEM": "spaces", "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": None, "LLM_LAB_LIMITS": None,
+           "LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"), "HF_HOME": str(tmp_path / "hf")}
+    app = AppProcess(tmp_path, env=env, port=port)
+    try:
+        app.wait_until_up()
+        assert not port_is_free(port, "0.0.0.0"), "a Space must listen on every interface"
+        assert app.alive()
+    finally:
+        app.stop()
+
+
+def test_a_taken_port_ends_the_start_with_a_sentence_and_exit_code_2(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
+               LLM_LAB_CHECKPOINTS=str(tmp_path / "checkpoints"), HF_HOME=str(tmp_path / "hf"))
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = subprocess.run([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert str(port) in done.stderr and "--port N" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ module and put its name in `TAB_MODULES` at its place in the book's order.
 from __future__ import annotations
 
 import importlib
+import os
 
 import gradio as gr
 
@@ -73,6 +74,8 @@ def launch_kwargs() -> dict:
     # An int: Gradio's size parser takes whole numbers with a unit only ("1.5gb" fails at launch).
     # Locally 8 GB admits GPT-2 XL (6.4 GB); a Space's 1.5 GB admits GPT-2 medium (1.4 GB).
     kwargs = {"css": CSS + lecture.CSS, "max_file_size": current().upload_bytes}
-    if current().name == "spaces":  # a Space serves on 0.0.0.0:7860 whatever the environment says
-        kwargs.update(server_name="0.0.0.0", server_port=7860)
+    # A Space is reached on 0.0.0.0:7860. Gradio's first port is already 7860 (GRADIO_SERVER_PORT wins),
+    # so only the address is set, and only where GRADIO_SERVER_NAME does not say otherwise.
+    if current().name == "spaces" and not os.environ.get("GRADIO_SERVER_NAME"):
+        kwargs["server_name"] = "0.0.0.0"
     return kwargs
