@@ -101,20 +101,20 @@ def test_a_space_listens_on_the_port_its_environment_names(tmp_path):
 
 def test_a_taken_port_ends_the_start_with_a_sentence_and_exit_code_2(tmp_path):
     import socket
-    import subprocess
-    import sys
 
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
-               LLM_LAB_CHECKPOINTS=str(tmp_path / "checkpoints"), HF_HOME=str(tmp_path / "hf"))
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        done = subprocess.run([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=180)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert str(port) in done.stderr and "--port N" in done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
+        app = AppProcess(tmp_path, env={"LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"),
+                                        "HF_HOME": str(tmp_path / "hf")}, args=("--port", str(port)), port=port)
+        try:
+            code = app.proc.wait(180)
+        finally:
+            app.stop()
+    assert code == 2, app.log()[-2000:]
+    assert str(port) in app.log() and "--port N" in app.log()
+    assert "Traceback" not in app.log()
 
 
 @pytest.fixture
