@@ -270,7 +270,7 @@ def test_int8_greedy_choices_agree_with_fp32_on_a_trained_model(trained_tiny_mod
 
 
 @pytest.mark.skipif(not BUNDLED.exists(), reason="the bundled model is not in assets/models")
-def test_int8_agrees_with_fp32_at_99_percent_on_the_bundled_model():
+def test_int8_makes_the_greedy_choices_of_fp32_on_the_bundled_model():
     from llm.checkpoints import load_checkpoint
     from llm.quality import held_out_windows
 

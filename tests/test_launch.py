@@ -69,10 +69,15 @@ def _one_api_call(url: str) -> None:
     assert "GPT-2 tokens" in status
 
 
+def _own_dirs(tmp_path, **env) -> dict:
+    """`env` plus checkpoints and a Hugging Face cache of the test's own, so a launch touches nothing shared."""
+    return {"LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"), "HF_HOME": str(tmp_path / "hf"), **env}
+
+
 def test_starts_as_a_space_does_on_0_0_0_0_port_7860(tmp_path):
     if not port_is_free(SPACE_PORT):
         pytest.skip(f"port {SPACE_PORT} is in use on this machine: the Space launch test needs it")
-    env = {"SYSTEM": "spaces", "LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"), "HF_HOME": str(tmp_path / "hf")}
+    env = _own_dirs(tmp_path, SYSTEM="spaces")
     for name in ("GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "LLM_LAB_LIMITS"):
         env[name] = None  # with none of these set, the app itself must choose 0.0.0.0:7860
     app = AppProcess(tmp_path, env=env, port=SPACE_PORT)
@@ -88,8 +93,8 @@ def test_starts_as_a_space_does_on_0_0_0_0_port_7860(tmp_path):
 
 def test_a_space_listens_on_the_port_its_environment_names(tmp_path):
     port = free_port()
-    env = {"SYSTEM": "spaces", "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": None, "LLM_LAB_LIMITS": None,
-           "LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"), "HF_HOME": str(tmp_path / "hf")}
+    env = _own_dirs(tmp_path, SYSTEM="spaces", GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME=None,
+                    LLM_LAB_LIMITS=None)
     app = AppProcess(tmp_path, env=env, port=port)
     try:
         app.wait_until_up()
@@ -106,15 +111,15 @@ def test_a_taken_port_ends_the_start_with_a_sentence_and_exit_code_2(tmp_path):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        app = AppProcess(tmp_path, env={"LLM_LAB_CHECKPOINTS": str(tmp_path / "checkpoints"),
-                                        "HF_HOME": str(tmp_path / "hf")}, args=("--port", str(port)), port=port)
+        app = AppProcess(tmp_path, env=_own_dirs(tmp_path), args=("--port", str(port)), port=port)
         try:
             code = app.proc.wait(180)
         finally:
             app.stop()
-    assert code == 2, app.log()[-2000:]
-    assert str(port) in app.log() and "--port N" in app.log()
-    assert "Traceback" not in app.log()
+    log = app.log()
+    assert code == 2, log[-2000:]
+    assert str(port) in log and "--port N" in log
+    assert "Traceback" not in log
 
 
 @pytest.fixture
