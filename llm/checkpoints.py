@@ -43,7 +43,9 @@ FORMAT = "llm-scratch-lab/1"
 TASKS = ("lm", "classifier", "instruct")
 EXTRA_PREFIX = "extra/"
 SCALE_PREFIX = "scale/"
-STORAGES = ("fp32", "int8")
+STORAGES = ("fp32", "int8", "int4")
+#: Values sharing one float16 scale in int4 storage (along a row, as in GPTQ / llama.cpp's 4-bit formats).
+INT4_GROUP = 32
 
 #: The Hugging Face Hub repositories of OpenAI's four GPT-2 sizes (all have `model.safetensors`).
 HUB_REPOS = {
@@ -125,9 +127,10 @@ def save_checkpoint(path, model: GPTModel, task: str = "lm", labels: list[str] |
                     extra_tensors: dict[str, torch.Tensor] | None = None, storage: str = "fp32") -> Path:
     """Save `model` with everything needed to rebuild it (atomically).
 
-    A head tied by the config (`tie_weights`) is stored once (as `tok_emb.weight`). `storage` "int8" keeps every
-    matrix as int8 with one float16 scale per row (under "scale/<name>"), a quarter of the
-    size, for a file that must stay small (the bundled model); it loads back as float32.
+    A head tied by the config (`tie_weights`) is stored once (as `tok_emb.weight`). For a file that must
+    stay small (the bundled model), `storage` "int8" keeps every matrix as int8 with one float16 scale
+    per row (under "scale/<name>"), a quarter of the size; "int4" keeps 4 bits per value with one
+    float16 scale per `INT4_GROUP` values, about a seventh. Both load back as float32.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -137,8 +140,8 @@ def save_checkpoint(path, model: GPTModel, task: str = "lm", labels: list[str] |
     if model.cfg.tie_weights and model.out_head.weight is model.tok_emb.weight:
         state.pop("out_head.weight")
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    if storage == "int8":
-        tensors = quantize_rows(tensors)
+    if storage != "fp32":
+        tensors = (quantize_rows if storage == "int8" else quantize_groups)(tensors)
     for k, v in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + k] = v.detach().contiguous()
     metadata = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), "task": task,
@@ -161,17 +164,48 @@ def quantize_rows(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def quantize_groups(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """int4 storage: each 2-D float tensor, in groups of `INT4_GROUP` values along its rows, becomes
+    round(w / s) in -7..7 with s = max|group| / 7, two values (offset by 8) packed in each uint8.
+    A matrix whose rows are not whole groups is stored as int8 rows instead."""
+    out = {}
+    for name, w in tensors.items():
+        if not (w.is_floating_point() and w.dim() == 2):
+            out[name] = w
+        elif w.shape[1] % INT4_GROUP:
+            out.update(quantize_rows({name: w}))
+        else:
+            groups = w.reshape(w.shape[0], -1, INT4_GROUP)
+            scale = (groups.abs().amax(dim=-1) / 7).clamp(min=1e-12).to(torch.float16)
+            q = torch.round(groups / scale.float()[..., None]).clamp(-7, 7).to(torch.uint8) + 8
+            q = q.reshape(w.shape)
+            out[name] = q[:, 0::2] | (q[:, 1::2] << 4)
+            out[SCALE_PREFIX + name] = scale
+    return out
+
+
+def _unpack_int4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """float32 values of `quantize_groups`' packed bytes and per-group scales."""
+    q = torch.stack((packed & 15, packed >> 4), dim=-1).reshape(packed.shape[0], -1).float() - 8
+    return (q.reshape(*scale.shape, -1) * scale.float()[..., None]).reshape(q.shape)
+
+
 def dequantize_rows(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The float32 tensors of a file written with `storage="int8"` (others pass through)."""
+    """The float32 tensors of a file written with `storage` "int8" or "int4" (others pass through)."""
     scales = {k[len(SCALE_PREFIX):]: v for k, v in tensors.items() if k.startswith(SCALE_PREFIX)}
     out = {}
     for name, t in tensors.items():
         if name.startswith(SCALE_PREFIX):
             continue
         if name in scales:
-            if t.dtype != torch.int8 or scales[name].shape != t.shape[:1]:
-                raise CheckpointError(f"{name}: int8 weights and their per-row scales do not match")
-            t = t.float() * scales[name].float()[:, None]
+            s = scales[name]
+            if t.dtype == torch.int8 and s.shape == t.shape[:1]:
+                t = t.float() * s.float()[:, None]
+            elif (t.dtype == torch.uint8 and t.dim() == s.dim() == 2 and s.shape[0] == t.shape[0]
+                  and s.shape[1] > 0 and (2 * t.shape[1]) % s.shape[1] == 0):
+                t = _unpack_int4(t, s)
+            else:
+                raise CheckpointError(f"{name}: quantized weights and their scales do not match")
         out[name] = t
     return out
 
@@ -210,12 +244,12 @@ def check_config_limits(cfg: GPTConfig, name: str) -> None:
 def check_declared_size(cfg: GPTConfig, file_bytes: int, name: str) -> None:
     """Raise CheckpointError when the config declares more parameters than the file can hold.
 
-    Every parameter takes at least one byte (int8 storage), so a config whose count (output
-    head left out, as a head may be tied or small) exceeds the file's size does not describe
+    Every parameter takes at least half a byte (int4 storage), so a config whose count (output
+    head left out, as a head may be tied or small) exceeds twice the file's size does not describe
     its tensors; refused before the model is built.
     """
     count = cfg.num_parameters(tied_head=True)
-    if count > file_bytes:
+    if count > 2 * file_bytes:
         raise CheckpointError(f"{name} declares a model of at least {count:,} parameters but the file has only "
                               f"{file_bytes:,} bytes: its config does not match its tensors")
 
@@ -694,7 +728,10 @@ def inspect_checkpoint(path, task: str | None = None, n_heads: int | None = None
     numel = lambda shape: int(torch.Size(shape).numel())  # noqa: E731
     if layout == "lab":
         meta = read_metadata(path)
-        count = sum(numel(s) for k, s in weights.shapes.items() if not k.startswith((EXTRA_PREFIX, SCALE_PREFIX)))
+        shapes = weights.shapes
+        int4 = {k for k in shapes if len(shapes.get(SCALE_PREFIX + k, ())) == 2}  # two values per stored byte
+        count = sum(numel(s) * (2 if k in int4 else 1) for k, s in shapes.items()
+                    if not k.startswith((EXTRA_PREFIX, SCALE_PREFIX)))
         return CheckpointInfo(str(path), layout, meta["config"], meta["task"], meta["labels"],
                               meta["training"], count)
     if layout == "hub":

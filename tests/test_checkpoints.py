@@ -4,7 +4,8 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import save, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save, save_file
 
 from llm.__main__ import main as cli
 from llm.checkpoints import (Checkpoint, CheckpointError, count_parameters, download_gpt2, hub_status,
@@ -308,6 +309,32 @@ def test_lab_checkpoint_of_a_tied_model_round_trips(tmp_path):
     model = load_hub_gpt2_file(path).model
     saved = save_checkpoint(tmp_path / "lab.safetensors", model)
     assert same_logits(model, load_checkpoint(saved).model)
+
+
+@pytest.mark.parametrize("storage, levels, size_ratio", [("int8", 127, 0.27), ("int4", 7, 0.15)])
+def test_small_storage_loads_back_as_float32_within_half_a_step(storage, levels, size_ratio, tiny_cfg, tmp_path):
+    """int8 (a scale per row) and int4 (a scale per 32 values, two values a byte): the bundled model's files."""
+    model = GPTModel(tiny_cfg)
+    fp32 = save_checkpoint(tmp_path / "fp32.safetensors", model)
+    small = save_checkpoint(tmp_path / f"{storage}.safetensors", model, storage=storage)
+    assert small.stat().st_size <= size_ratio * fp32.stat().st_size
+    loaded = load_checkpoint(small).model.state_dict()
+    for name, w in model.state_dict().items():
+        assert loaded[name].dtype == torch.float32
+        if w.dim() == 2:  # rounding moves a value by at most half a step of its scale
+            step = w.abs().amax(dim=1, keepdim=True) / levels
+            assert ((loaded[name] - w).abs() <= 0.5 * step * 1.01 + 1e-8).all(), name
+            assert not torch.equal(loaded[name], w)
+        else:
+            assert torch.equal(loaded[name], w), name
+    assert inspect_checkpoint(small).num_parameters == count_parameters(model)
+    with safe_open(str(small), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(small)
+    tensors["scale/tok_emb.weight"] = tensors["scale/tok_emb.weight"][:-1]
+    save_file(tensors, tmp_path / "bad.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError, match="tok_emb.weight: quantized weights and their scales do not match"):
+        load_checkpoint(tmp_path / "bad.safetensors")
 
 
 # ------------------------------------------------------------------ bad files: one clear error
