@@ -202,7 +202,7 @@ def dequantize_rows(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
             if t.dtype == torch.int8 and s.shape == t.shape[:1]:
                 t = t.float() * s.float()[:, None]
             elif (t.dtype == torch.uint8 and t.dim() == s.dim() == 2 and s.shape[0] == t.shape[0]
-                  and s.shape[1] > 0 and (2 * t.shape[1]) % s.shape[1] == 0):
+                  and t.shape[1] > 0 and s.shape[1] > 0 and (2 * t.shape[1]) % s.shape[1] == 0):
                 t = _unpack_int4(t, s)
             else:
                 raise CheckpointError(f"{name}: quantized weights and their scales do not match")
