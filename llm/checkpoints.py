@@ -140,8 +140,8 @@ def save_checkpoint(path, model: GPTModel, task: str = "lm", labels: list[str] |
     if model.cfg.tie_weights and model.out_head.weight is model.tok_emb.weight:
         state.pop("out_head.weight")
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    if storage != "fp32":
-        tensors = (quantize_rows if storage == "int8" else quantize_groups)(tensors)
+    if storage in QUANTIZERS:
+        tensors = QUANTIZERS[storage](tensors)
     for k, v in (extra_tensors or {}).items():
         tensors[EXTRA_PREFIX + k] = v.detach().contiguous()
     metadata = {"format": FORMAT, "config": json.dumps(model.cfg.to_dict()), "task": task,
@@ -190,7 +190,11 @@ def _unpack_int4(packed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return (q.reshape(*scale.shape, -1) * scale.float()[..., None]).reshape(q.shape)
 
 
-def dequantize_rows(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+#: How each small `storage` writes the matrices (fp32 writes them as they are).
+QUANTIZERS = {"int8": quantize_rows, "int4": quantize_groups}
+
+
+def dequantize(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The float32 tensors of a file written with `storage` "int8" or "int4" (others pass through)."""
     scales = {k[len(SCALE_PREFIX):]: v for k, v in tensors.items() if k.startswith(SCALE_PREFIX)}
     out = {}
@@ -271,7 +275,7 @@ def load_checkpoint(path, device="cpu") -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path.name} is damaged or truncated ({e})") from None
     extra_tensors = {k[len(EXTRA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EXTRA_PREFIX)}
-    state = dequantize_rows({k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)})
+    state = dequantize({k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)})
     labels = meta["labels"]
     model = _assemble(meta["config"], meta["task"], len(labels) if labels else None, state, path.name)
     return Checkpoint(model.to(device), meta["task"], labels, meta["training"], meta["extra"],
