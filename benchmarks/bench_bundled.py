@@ -1,7 +1,7 @@
 """The bundled Wharton GPT's quality: held-out cross-entropy on Wharton and on *The Verdict*.
 
-Prints one JSON object: the file and its size, the losses of the bundled (int8-stored) model,
-of the same weights before int8 rounding where the float32 training checkpoint is at hand
+Prints one JSON object: the file and its size, the losses of the bundled (int4-stored) model,
+of the same weights before int4 rounding where the float32 training checkpoint is at hand
 (`--fp32 checkpoints/pretrained-wharton-fp32.safetensors`), and of the same shape with random
 weights (the starting point), plus a greedy sample. Lower is better; target: the-verdict <= 5.0.
 
@@ -26,7 +26,7 @@ def losses(model, held_out: str, verdict: str, windows: int | None) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fp32", default=None, help="float32 checkpoint of the same run, to price the int8 storage")
+    parser.add_argument("--fp32", default=None, help="float32 checkpoint of the same run, to price the int4 storage")
     parser.add_argument("--windows", type=int, default=None, help="held-out windows to use (default: all 770)")
     args = parser.parse_args(argv)
 
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     out = {"file": str(BUNDLED_MODEL.relative_to(BUNDLED_MODEL.parents[2])), "file_bytes": BUNDLED_MODEL.stat().st_size,
            "parameters": sum(p.numel() for p in bundled.model.parameters()), "config": bundled.config.to_dict(),
            "load_s": round(time.perf_counter() - t, 3), "training": bundled.training,
-           "bundled_int8": losses(bundled.model, held_out, verdict, args.windows)}
+           "bundled_file": losses(bundled.model, held_out, verdict, args.windows)}
     if args.fp32:
         out["same_run_fp32"] = losses(load_any_checkpoint(args.fp32).model.eval(), held_out, verdict, args.windows)
     with torch.random.fork_rng(devices=[]):

@@ -156,14 +156,21 @@ def decay_groups(model: torch.nn.Module) -> tuple[list[str], list[str]]:
     return decay, no_decay
 
 
-def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW (decoupled weight decay) over the trainable parameters, no decay on biases and norms."""
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
+                   embedding_lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW (decoupled weight decay) over the trainable parameters, no decay on biases and norms.
+
+    With `embedding_lr_scale` other than 1 the token embedding gets a group of its own whose
+    lr is the scheduled lr times that scale (`lr_scale`, read by the training loop).
+    """
     params = dict(model.named_parameters())
     decay, no_decay = decay_groups(model)
     if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-    groups = [{"params": [params[n] for n in decay], "weight_decay": weight_decay},
-              {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
+    own = ["tok_emb.weight"] if embedding_lr_scale != 1.0 and "tok_emb.weight" in decay else []
+    groups = [{"params": [params[n] for n in decay if n not in own], "weight_decay": weight_decay},
+              {"params": [params[n] for n in no_decay], "weight_decay": 0.0},
+              {"params": [params[n] for n in own], "weight_decay": weight_decay, "lr_scale": embedding_lr_scale}]
     groups = [g for g in groups if g["params"]]
     # The fused CPU/GPU kernel does the whole update in one pass over memory.
     try:
@@ -370,7 +377,7 @@ class TrainRun:
         self.sample = sample
         self.steps_per_epoch = math.ceil(len(train_loader) / config.grad_accum)
         self.total_steps = config.total_steps(self.steps_per_epoch)
-        self.optimizer = make_optimizer(model, config.lr, config.weight_decay)
+        self.optimizer = make_optimizer(model, config.lr, config.weight_decay, config.embedding_lr_scale)
         if resume is not None:
             checkpoint = resume if isinstance(resume, Checkpoint) else load_checkpoint(resume)
             load_state_dict_checked(model, {k: v.to(model.device) for k, v in checkpoint.model.state_dict().items()},
@@ -528,7 +535,7 @@ class TrainRun:
             norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))) if params else 0.0
         self._lr = lr_at(self.state.step, self.config, self.total_steps)
         for g in self.optimizer.param_groups:
-            g["lr"] = self._lr
+            g["lr"] = self._lr * g.get("lr_scale", 1.0)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return norm

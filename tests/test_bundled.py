@@ -2,7 +2,6 @@
 trained enough to teach. Each lesson the tabs show is asserted here on the real file."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,10 +16,10 @@ from llm.pretraining import load_text, split_text
 from llm.quality import english_share, text_loss
 from llm.tokenizer import ENDOFTEXT_ID, text_to_token_ids
 
-#: Measured on the shipped file (benchmarks/bench_bundled.py): the-verdict 4.781, held-out Wharton
-#: 4.575 (all 770 windows); the tests keep a small margin.
-VERDICT_LOSS_MAX = 4.85
-HELDOUT_LOSS_MAX = 4.7
+#: Measured on the shipped file (benchmarks/bench_bundled.py): the-verdict 4.616, held-out Wharton
+#: 4.437 (all 770 windows); the tests keep a small margin.
+VERDICT_LOSS_MAX = 4.7
+HELDOUT_LOSS_MAX = 4.55
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +35,18 @@ def held_out() -> str:
 def test_the_file_fits_a_space_and_describes_itself():
     assert BUNDLED_MODEL.stat().st_size <= 10_000_000  # a Space refuses larger files without Git LFS
     meta = read_metadata(BUNDLED_MODEL)
-    assert meta["config"] == PRESETS["wharton"] and meta["config"].tie_weights
+    assert meta["config"] == PRESETS["wharton"] and not meta["config"].tie_weights
     assert meta["task"] == "lm" and meta["training"]["text"] == WHARTON_TEXT.name
+    assert meta["training"]["pretrain"]["storage"] == "int4"  # what the preset writes, as it wrote it
     info = inspect_checkpoint(BUNDLED_MODEL)
-    assert info.num_parameters == PRESETS["wharton"].num_parameters()  # int8 scales are not parameters
+    assert info.num_parameters == PRESETS["wharton"].num_parameters()  # int4 scales are not parameters
 
 
-def test_it_loads_as_float32_with_a_tied_head(bundled):
+def test_it_loads_as_float32_with_its_own_output_head(bundled):
     model = bundled.model
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert model.out_head.weight is model.tok_emb.weight
+    assert model.out_head.weight is not model.tok_emb.weight
+    assert model.out_head.weight.shape == model.tok_emb.weight.shape == (50257, 128)
 
 
 def test_the_picker_lists_it_first_as_trained_with_its_corpus_and_loss():
@@ -64,9 +65,6 @@ def test_held_out_losses_beat_random_weights_by_far(bundled, held_out):
     assert text_loss(random, verdict) > 10.0  # ln(50257) = 10.8: a uniform guess
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped model grew no previous-token head (best head: 0.27 mean "
-                   "weight on i-1, layer 3); an untied retrain has one (0.82) but token embeddings that stay "
-                   "random (assets/README.md). When one ships with a head, this mark must go")
 def test_attention_has_a_previous_token_head(bundled, held_out):
     paragraph = next(p for p in held_out.split("\n\n") if 60 <= len(text_to_token_ids(p)) <= 128)
     heads = previous_token_heads(attention_maps(bundled.model, text_to_token_ids(paragraph)))
@@ -85,7 +83,7 @@ def test_the_logit_lens_reads_each_block_as_float32_would(bundled, held_out):
     assert same / ((len(rows) - 1) * len(ids)) >= 0.97
 
 
-@pytest.mark.parametrize("word, related", [(" he", " she"), (" said", " asked"), (" his", " her"),
+@pytest.mark.parametrize("word, related", [(" he", " she"), (" said", " answered"), (" his", " her"),
                                           (" mother", " father")])  # the Embeddings tab opens on " mother"
 def test_embedding_neighbours_of_frequent_words_are_related(bundled, word, related):
     [token] = text_to_token_ids(word)
@@ -93,19 +91,16 @@ def test_embedding_neighbours_of_frequent_words_are_related(bundled, word, relat
     assert text_to_token_ids(related)[0] in neighbours
 
 
-def test_words_wharton_never_wrote_share_one_embedding(bundled):
+def test_words_wharton_never_wrote_keep_only_a_trace_of_their_random_start(bundled):
     """Why the Classify tab trains a small base's embeddings too (llm.recipes.SPAM_SMALL): text-message
-    tokens the corpus never had, and <|endoftext|>, the pad, were all pushed to one vector."""
+    tokens the corpus never had, and <|endoftext|>, the pad, got no gradient in pretraining, so weight
+    decay shrank their random N(0, 1) vectors to almost nothing, while the corpus's words grew."""
     corpus = set(text_to_token_ids(load_text(WHARTON_TEXT)))
     unseen = [text_to_token_ids(w)[0] for w in (" www", " msg")] + [ENDOFTEXT_ID]
     seen = [text_to_token_ids(w)[0] for w in (" claim", " prize", " cash")]
     assert not corpus & set(unseen) and set(seen) <= corpus
-    emb = torch.nn.functional.normalize(bundled.model.tok_emb.weight.detach(), dim=-1)
-
-    def cosines(ids):  # of every pair
-        return (emb[ids] @ emb[ids].T)[np.triu_indices(len(ids), 1)]
-
-    assert cosines(unseen).min() > 0.95 and cosines(seen).max() < 0.9
+    norms = bundled.model.tok_emb.weight.detach().norm(dim=-1)
+    assert norms[unseen].max() < 0.1 * norms[seen].min(), (norms[unseen], norms[seen])
 
 
 def test_greedy_continuation_is_english(bundled):

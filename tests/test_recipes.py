@@ -44,9 +44,10 @@ def test_a_small_pretrained_base_gets_the_books_recipe_at_a_larger_learning_rate
     assert spam_recipe(False, bundled) is SPAM_SMALL and instruct_recipe(False, bundled) is INSTRUCT_SMALL
     assert spam_recipe(False, gpt2) is SPAM_BOOK and instruct_recipe(False, gpt2) is INSTRUCT_BOOK
     assert spam_recipe(True, bundled) is SPAM_SCRATCH and instruct_recipe(True, bundled) is INSTRUCT_SCRATCH
-    # measured on the bundled model: the book's last block reaches 92.3 %, every layer 95.3 % (spam accuracy;
-    # instruct validation loss 3.70 -> 1.90, replies that end cleanly)
-    assert (SPAM_SMALL.lr, SPAM_SMALL.policy, SPAM_SMALL.epochs, SPAM_SMALL.batch_size) == (2e-3, "all", 2, 16)
+    # measured on the bundled model: the book's last block reaches 89.7 %, every layer with embeddings 10x
+    # faster 95.3-97.3 % over six seeds (spam accuracy; instruct: replies that end cleanly)
+    assert (SPAM_SMALL.lr, SPAM_SMALL.policy, SPAM_SMALL.epochs, SPAM_SMALL.batch_size) == (1e-3, "all", 2, 16)
+    assert SPAM_SMALL.embedding_lr_scale == 10 == SETTINGS["wharton"].embedding_lr_scale
     assert (INSTRUCT_SMALL.lr, INSTRUCT_SMALL.epochs, INSTRUCT_SMALL.schedule) == (1e-3, 2, "constant")
 
 

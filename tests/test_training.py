@@ -183,6 +183,28 @@ def test_stop_and_resume_gives_the_same_next_losses(tiny_cfg, tmp_path, stop_aft
     assert resumed.state.seen == stopped.total_steps * 4 * 16 * grad_accum
 
 
+def test_the_token_embedding_can_learn_faster_and_still_resume_exactly(tiny_cfg, tmp_path):
+    """embedding_lr_scale multiplies the scheduled lr of tok_emb only, so its decay too: a token the
+    data never has (ids >= 200 here) shrinks by (1 - lr * scale * wd) per step."""
+    cfg = tiny_cfg.with_(tie_weights=False)
+    config = TrainConfig(lr=1e-3, weight_decay=0.1, epochs=None, max_steps=6, schedule="constant", eval_every=99,
+                         embedding_lr_scale=10)
+    torch.manual_seed(7)
+    start = GPTModel(cfg).tok_emb.weight.detach().clone()
+    full, run = step_losses(cfg, config)
+    lrs = {tuple(sorted(id(p) for p in g["params"])): g["lr"] for g in run.optimizer.param_groups}
+    assert lrs[(id(run.model.tok_emb.weight),)] == pytest.approx(1e-2)
+    assert sorted(lrs.values())[0] == pytest.approx(1e-3)
+    unseen = run.model.tok_emb.weight.detach()[1000]
+    assert torch.allclose(unseen, start[1000] * (1 - 1e-2 * 0.1) ** 6)
+    path = tmp_path / "run.safetensors"
+    first, _ = step_losses(cfg, config, stop_after=3, save_to=path)
+    rest, _ = step_losses(cfg, config, resume=path)
+    assert first + rest == full
+    with pytest.raises(ValueError, match="embedding lr scale must be above 0 and at most 1,000"):
+        TrainConfig(embedding_lr_scale=0).validate()
+
+
 def test_resume_refuses_a_plain_checkpoint_and_other_trainable_sets(tiny_cfg, tmp_path):
     torch.manual_seed(0)
     model = GPTModel(tiny_cfg)

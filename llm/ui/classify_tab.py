@@ -140,7 +140,7 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     stop = threading.Event()
     t = settings.train
     intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, lr {t.lr:g} "
-             f"({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
+             + (f"(token embeddings x{t.embedding_lr_scale:g}) " if t.embedding_lr_scale != 1 else "") + f"({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
 
     def start(twin=False):
         from llm.limits import current
