@@ -122,7 +122,7 @@ def test_browser_finetune_then_classify_with_explanation(lab_url, open_page):
     page.get_by_role("tab", name="Classify").click()
     page.click("#spam-policy input")
     page.get_by_role("option", name="all layers").click()
-    page.fill("#spam-lr input", "0.002")
+    page.fill("#spam-lr input", "0.001")
     page.fill("#spam-epochs input", "2")
     page.click("#spam-settings .label-wrap")  # batch size is folded under the Fine-tune button
     page.fill("#spam-batch input", "16")
