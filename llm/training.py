@@ -47,10 +47,11 @@ TrainEvent(kind, step, total_steps, epoch, seen, train_loss, metrics, lr, tokens
         evaluation, metrics is evaluate()'s dict, sample the text (or None).
     kind "done": once at the natural end, with the final metrics and sample.
 
-make_optimizer(model, lr, weight_decay) -> torch.optim.AdamW
+make_optimizer(model, lr, weight_decay, embedding_lr_scale=1.0) -> torch.optim.AdamW
     Two groups, the nanoGPT rule: every parameter with 2 or more dimensions (Linear weights,
     token and position embeddings, the output head) decays; biases and LayerNorm scale/shift
-    do not. `decay_groups(model)` returns the two name lists.
+    do not. `decay_groups(model)` returns the two name lists. A config's embedding_lr_scale
+    other than 1 puts the token embedding in a third group at that multiple of the lr.
 lr_at(step, config, total_steps) -> float: linear warm-up then cosine decay to min_lr.
 save_training_checkpoint(path, model, optimizer, state, task="lm", labels=None, training=None)
 load_training_state(checkpoint) -> TrainState
