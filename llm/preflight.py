@@ -31,9 +31,9 @@ ICONS = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
 #: shows a training loss below 1: 140, measured by benchmarks/bench_preflight.py (seed 123).
 LECTURE_STEPS_TO_LOSS_1 = 140
 #: The spam fine-tune of the lecture (Classify tab, section 6.7): the tab's recipe for the lecture's
-#: bundled model (`llm.recipes.SPAM_SMALL`), cut to the lecture script's one epoch of at most 60 steps.
-SPAM_DEMO = {"policy": SPAM_SMALL.policy, "batch_size": SPAM_SMALL.batch_size, "lr": SPAM_SMALL.lr, "epochs": 1,
-             "max_steps": 60, "eval_iter": 5}
+#: bundled model (`llm.recipes.SPAM_SMALL`) with these changes: the lecture script's one epoch of at
+#: most 60 steps.
+SPAM_DEMO = {"epochs": 1, "max_steps": 60, "eval_iter": 5}
 GENERATE_TOKENS = 200
 WARMUP_TOKENS = 30
 WARMUP_STEPS = 3
@@ -207,7 +207,7 @@ def time_spam_steps(base: str, steps: int = WARMUP_STEPS) -> tuple[float, float,
 
     from .classifier import finetune_spam
 
-    run = finetune_spam(base, out=tempfile.gettempdir(), **{**SPAM_DEMO, "max_steps": steps + 1})
+    run = finetune_spam(base, SPAM_SMALL, out=tempfile.gettempdir(), **{**SPAM_DEMO, "max_steps": steps + 1})
     times, last = [], time.perf_counter()
     for event in run:
         if event.kind == "step":
@@ -366,7 +366,7 @@ def run_preflight(lecture_model: str | None = None, judge_host: str | None = Non
         seconds = predict_spam(spam_step, spam_forward, run)
         report.predictions["spam"] = seconds
         checks.append(_timed_check("Classify: spam fine-tune (ch. 6)", seconds, SLOW_S["spam"],
-                                   f"{SPAM_DEMO['max_steps']} steps of batch {SPAM_DEMO['batch_size']} and the "
+                                   f"{SPAM_DEMO['max_steps']} steps of batch {SPAM_SMALL.batch_size} and the "
                                    "accuracy on every set", "lower the max steps in the Classify tab"))
     except (ValueError, OSError, RuntimeError) as exc:
         checks.append(Check("Classify: spam fine-tune (ch. 6)", "fail", f"the fine-tune does not start: {exc}",

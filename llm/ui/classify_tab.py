@@ -139,8 +139,9 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
     t = settings.train
-    intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, lr {t.lr:g} "
-             + (f"(token embeddings x{t.embedding_lr_scale:g}) " if t.embedding_lr_scale != 1 else "") + f"({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
+    embeddings = f" (token embeddings x{t.embedding_lr_scale:g})" if t.embedding_lr_scale != 1 else ""
+    intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, "
+             f"lr {t.lr:g}{embeddings} ({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
 
     def start(twin=False):
         from llm.limits import current
