@@ -56,7 +56,7 @@ def finetune_command(args) -> int:
     from llm.classifier import finetune_spam
     from llm.commands import follow
     from llm.catalog import load_model
-    from llm.recipes import is_random_base, spam_recipe
+    from llm.recipes import is_random_base, spam_pretraining_gain, spam_recipe
 
     random_base = is_random_base(args.base)
     recipe = spam_recipe(random_base, None if random_base else load_model(args.base).model.cfg.num_parameters())
@@ -90,5 +90,6 @@ def finetune_command(args) -> int:
     print(f"saved {result.path}")
     if other is not None:
         print(f"a random model of the same shape, same recipe: test accuracy {other.test_acc:.2%} "
-              f"(pretrained: {result.test_acc:.2%}, {100 * (result.test_acc - other.test_acc):+.1f} points)")
+              f"(pretrained: {result.test_acc:.2%}): "
+              + spam_pretraining_gain(result.test_acc, other.test_acc, settings.policy))
     return 0

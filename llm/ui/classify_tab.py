@@ -12,6 +12,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from llm.recipes import spam_pretraining_gain
+
 from .lecture import ADVANCED, CONTROLS, RESULT
 from .run_view import comparison_plot, drive, recipe_for, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
@@ -98,7 +100,7 @@ def _result_md(result, twin=None) -> str:
     if twin is not None:
         lines.insert(1, f"**A random model of the same shape, same recipe: test accuracy {twin.test_acc:.2%}** "
                         f"(training {twin.train_acc:.2%}, {twin.steps} steps{', stopped' if twin.stopped else ''}): "
-                        f"pretraining is worth {100 * (result.test_acc - twin.test_acc):+.1f} points here.")
+                        + spam_pretraining_gain(result.test_acc, twin.test_acc, t["policy"]))
     return "\n\n".join(lines)
 
 
