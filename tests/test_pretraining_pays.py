@@ -61,9 +61,12 @@ def test_the_cli_compares_with_a_random_twin_on_request(tmp_path, capsys):
 
     out = tmp_path / "spam.safetensors"
     assert main(["finetune-spam", "--base", BUNDLED_KEY, "--max-steps", "6", "--eval-batches", "1",
-                 "--compare-random", "--out", str(out)]) == 0
+                 "--trainable", "last-block", "--compare-random", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
+    changed = "policy last-block, epochs None, max_steps 6, eval_batches 1"
+    assert f"recipe: {SPAM_SMALL.note}; changed here: {changed}" in printed
     assert "a random model of the same shape, same recipe: test accuracy" in printed
+    assert "pretraining is worth" in printed
     assert list(tmp_path.iterdir()) == [out]  # only the pretrained base's classifier is saved
 
 

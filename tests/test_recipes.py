@@ -65,6 +65,13 @@ def test_the_recipes_are_what_they_say():
         recipe.validate()
 
 
+def test_a_run_says_which_settings_it_changed_from_its_recipe():
+    assert SPAM_SMALL.changes_from(SPAM_SMALL) == ""
+    changed = SPAM_SMALL.with_(policy="last-block", lr=5e-5, epochs=5, batch_size=8).changes_from(SPAM_SMALL)
+    assert changed == "policy last-block, batch_size 8, lr 5e-05, epochs 5"
+    assert INSTRUCT_SMALL.with_(max_steps=3).changes_from(INSTRUCT_SMALL) == "max_steps 3"
+
+
 def test_what_pretraining_bought_is_said_in_points_and_no_gain_is_explained():
     """benchmarks/bench_spam.py --base wharton-gpt: the book's last-block recipe reaches 84.7 % on the bundled
     model and 85.3 % on its random twin; a learner who compares them is told what that means."""

@@ -71,7 +71,9 @@ def finetune_command(args) -> int:
                             grad_accum=args.grad_accum, precision=args.precision, batch_size=args.batch_size,
                             mask_instructions=args.mask_instructions)
     s = job.settings
-    print(f"recipe: {recipe.note}; lr {s.lr:g}, {s.epochs} epochs, batch {s.batch_size}")
+    changed = s.changes_from(recipe)
+    print(f"recipe: {recipe.note}" + (f"; changed here: {changed}" if changed else "")
+          + f"; lr {s.lr:g}, {f'{s.epochs} epochs' if s.epochs else f'{s.max_steps} steps'}, batch {s.batch_size}")
     print(f"data: {len(splits.train)} train / {len(splits.val)} validation / {len(splits.test)} test records"
           f" · sequences cut at {job.allowed_max_length} tokens"
           + (f" · {job.dropped} records dropped (instruction fills the context)" if job.dropped else "")

@@ -66,7 +66,8 @@ def finetune_command(args) -> int:
                         eval_batches=args.eval_batches, seed=args.seed, max_steps=args.max_steps,
                         grad_accum=args.grad_accum, precision=args.precision)
     facts, settings = job.training, job.settings
-    print(f"recipe: {recipe.note}")
+    changed = settings.changes_from(recipe)
+    print(f"recipe: {recipe.note}" + (f"; changed here: {changed}" if changed else ""))
     print(f"data: {facts['data']} {facts['sizes']} · padded to {facts['max_length']} tokens · "
           f"truncated {facts['num_truncated']}")
     print(f"trainable parameters: {facts['trainable']:,} of {facts['parameters']:,} ({settings.policy}); "
