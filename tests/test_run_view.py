@@ -165,3 +165,20 @@ def test_training_run_stops_between_micro_batches_and_resumes_exactly(tiny_cfg):
             run.request_stop()
     assert [e.step for e in events if e.kind == "step"] == [1, 2] and events[-1].kind != "done"
     assert run.state.batch_in_epoch == 6 and all(p.grad is None for p in run.model.parameters())
+
+
+def test_a_run_adding_its_model_to_the_session_keeps_the_form_as_edited():
+    """The recipe fill runs again when the session's models change (after every run); the form then keeps
+    the visitor's values, and only a base with another recipe sentence refills it (both training tabs)."""
+    from llm.paths import BUNDLED_KEY
+    from llm.recipes import SPAM_SCRATCH, SPAM_SMALL
+    from llm.ui import classify_tab, instruct_tab
+
+    *values, reason = classify_tab.fill_recipe(BUNDLED_KEY)
+    assert values == [SPAM_SMALL.policy, SPAM_SMALL.epochs, SPAM_SMALL.lr, SPAM_SMALL.batch_size]
+    unchanged = classify_tab.fill_recipe(BUNDLED_KEY, None, reason)
+    assert len(unchanged) == 5 and all(u == {"__type__": "update"} for u in unchanged)
+    *values, other = classify_tab.fill_recipe("lab-tiny", None, reason)
+    assert values[:3] == [SPAM_SCRATCH.policy, SPAM_SCRATCH.epochs, SPAM_SCRATCH.lr] and other != reason
+    *_, reason = instruct_tab.fill_recipe(BUNDLED_KEY)
+    assert all(u == {"__type__": "update"} for u in instruct_tab.fill_recipe(BUNDLED_KEY, None, reason))

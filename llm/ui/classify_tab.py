@@ -15,7 +15,7 @@ import gradio as gr
 from llm.recipes import spam_pretraining_gain
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import comparison_plot, drive, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, fill_form, recipe_for, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
 
 TITLE = "Classify"
@@ -63,10 +63,11 @@ def base_recipe(base, session_models=None):
     return recipe_for(base, session_models, spam_recipe)
 
 
-def fill_recipe(base, session_models=None):
-    """The form's values (policy, epochs, lr, batch) from the base's recipe, and the sentence saying why."""
+def fill_recipe(base, session_models=None, shown_reason=None):
+    """The form's values (policy, epochs, lr, batch) from the base's recipe, and the sentence saying why
+    (no change when `shown_reason` already says it: the visitor's edits stay)."""
     recipe, reason = base_recipe(base, session_models)
-    return recipe.policy, recipe.epochs, recipe.lr, recipe.batch_size, reason
+    return fill_form((recipe.policy, recipe.epochs, recipe.lr, recipe.batch_size), reason, shown_reason)
 
 
 def confusion_figure(confusion: list[list[int]], labels) -> "go.Figure":
@@ -141,7 +142,8 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
     t = settings.train
-    embeddings = f" (token embeddings x{t.embedding_lr_scale:g})" if t.embedding_lr_scale != 1 else ""
+    trains_embeddings = settings.policy == "all" and t.embedding_lr_scale != 1
+    embeddings = f" (token embeddings x{t.embedding_lr_scale:g})" if trains_embeddings else ""
     intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, "
              f"lr {t.lr:g}{embeddings} ({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
 
@@ -355,7 +357,7 @@ def build(ctx) -> None:
         table = gr.Dataframe(interactive=False, wrap=True, max_height=420, elem_id="spam-table")
         table_csv = gr.File(label="predictions (CSV)", interactive=False, elem_id="spam-csv")
 
-    ctx.on_model(fill_recipe, [policy, epochs, lr, batch_size, recipe_md])
+    ctx.on_model(fill_recipe, [policy, epochs, lr, batch_size, recipe_md], extra_inputs=[recipe_md])
     wire(ctx, train_btn, stop_btn, finetune,
          [ctx.picker, data, policy, k, rank, epochs, lr, batch_size, max_steps, seed, keep, eval_batches, compare,
           ctx.session_models, run_state, ctx.session_dir],

@@ -15,7 +15,7 @@ from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import comparison_plot, drive, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, fill_form, recipe_for, run_panel, sentence, wire
 from .shared import (DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, follow, get_model, number,
                      stop_run)
 
@@ -98,10 +98,11 @@ def base_recipe(base, session_models=None):
     return recipe_for(base, session_models, instruct_recipe)
 
 
-def fill_recipe(base, session_models=None):
-    """The form's epochs, lr and batch from the base's recipe, and the sentence saying why."""
+def fill_recipe(base, session_models=None, shown_reason=None):
+    """The form's epochs, lr and batch from the base's recipe, and the sentence saying why (no change when
+    `shown_reason` already says it: the visitor's edits stay)."""
     recipe, reason = base_recipe(base, session_models)
-    return recipe.epochs, recipe.lr, recipe.batch_size, reason
+    return fill_form((recipe.epochs, recipe.lr, recipe.batch_size), reason, shown_reason)
 
 
 def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions, keep=False,
@@ -393,7 +394,7 @@ def build(ctx) -> None:
     upload.upload(lambda: "upload", None, [source], api_name=False)
     resp_upload.upload(lambda: "upload", None, [resp_source], api_name=False)
     # Stop (for Generate responses) sets the run's Event: the run ends on its own and keeps what it has.
-    ctx.on_model(fill_recipe, [epochs, lr, batch_size, recipe_md])
+    ctx.on_model(fill_recipe, [epochs, lr, batch_size, recipe_md], extra_inputs=[recipe_md])
     wire(ctx, train_btn, stop_btn, finetune,
          [ctx.picker, source, upload, epochs, lr, batch_size, max_steps, mask, keep, eval_batches, compare,
           ctx.session_models, train_state, ctx.session_dir],

@@ -62,6 +62,14 @@ def sentence(exc: Exception) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def fill_form(values: tuple, reason: str, shown_reason: str | None) -> tuple:
+    """A training form's values and the sentence naming its recipe; no change when that sentence is the one
+    shown already, so that a run adding its model to the session (which re-runs the fill) keeps the edits."""
+    if reason == shown_reason:
+        return tuple(gr.update() for _ in range(len(values) + 1))
+    return (*values, reason)
+
+
 def recipe_for(base, session_models, choose: Callable):
     """(recipe, reason) for training `base`: `choose(random_base, parameters)` is `llm.recipes.spam_recipe`
     or `instruct_recipe`; the base counts as random when the catalog lists it as a preset, and its

@@ -356,11 +356,11 @@ class LabContext:
         """See `get_model`."""
         return get_model(choice, session_models, tasks)
 
-    def on_model(self, fn, outputs, api_name=False) -> None:
-        """Run `fn(choice, session_models)` when the page opens, the shared picker changes, or this
-        session's models change (a model a run just picked joins the session's list a moment later)."""
+    def on_model(self, fn, outputs, api_name=False, extra_inputs=()) -> None:
+        """Run `fn(choice, session_models, *extra_inputs)` when the page opens, the shared picker changes,
+        or this session's models change (a model a run just picked joins the session's list a moment later)."""
         follow([self.demo.load, self.picker.change, self.session_models.change], fn,
-               [self.picker, self.session_models], outputs, api_name=api_name)
+               [self.picker, self.session_models, *extra_inputs], outputs, api_name=api_name)
 
     def finish(self) -> None:
         """Wire the shared events; `build_app` calls this after all tabs are built."""
