@@ -15,7 +15,7 @@ import gradio as gr
 from llm.recipes import spam_pretraining_gain
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import comparison_plot, drive, fill_form, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, recipe_fill, recipe_for, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
 
 TITLE = "Classify"
@@ -67,7 +67,7 @@ def fill_recipe(base, session_models=None, shown_reason=None):
     """The form's values (policy, epochs, lr, batch) from the base's recipe, and the sentence saying why
     (no change when `shown_reason` already says it: the visitor's edits stay)."""
     recipe, reason = base_recipe(base, session_models)
-    return fill_form((recipe.policy, recipe.epochs, recipe.lr, recipe.batch_size), reason, shown_reason)
+    return recipe_fill((recipe.policy, recipe.epochs, recipe.lr, recipe.batch_size), reason, shown_reason)
 
 
 def confusion_figure(confusion: list[list[int]], labels) -> "go.Figure":

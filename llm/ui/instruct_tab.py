@@ -15,7 +15,7 @@ from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import comparison_plot, drive, fill_form, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, recipe_fill, recipe_for, run_panel, sentence, wire
 from .shared import (DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, follow, get_model, number,
                      stop_run)
 
@@ -102,7 +102,7 @@ def fill_recipe(base, session_models=None, shown_reason=None):
     """The form's epochs, lr and batch from the base's recipe, and the sentence saying why (no change when
     `shown_reason` already says it: the visitor's edits stay)."""
     recipe, reason = base_recipe(base, session_models)
-    return fill_form((recipe.epochs, recipe.lr, recipe.batch_size), reason, shown_reason)
+    return recipe_fill((recipe.epochs, recipe.lr, recipe.batch_size), reason, shown_reason)
 
 
 def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instructions, keep=False,

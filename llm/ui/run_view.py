@@ -62,7 +62,7 @@ def sentence(exc: Exception) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def fill_form(values: tuple, reason: str, shown_reason: str | None) -> tuple:
+def recipe_fill(values: tuple, reason: str, shown_reason: str | None) -> tuple:
     """A training form's values and the sentence naming its recipe; no change when that sentence is the one
     shown already, so that a run adding its model to the session (which re-runs the fill) keeps the edits."""
     if reason == shown_reason:
