@@ -36,7 +36,9 @@ embeddings 10x faster, since the SMS words it never read start near zero; a pres
 layers, lr 2e-3, cosine decay, dropout 0.2, 8 epochs), measured to reach 95 % on lab-tiny. The tab says which it
 chose; edit freely. Tick **the same recipe on a random model** to see chapter 6's point: after the run, a
 model of the same shape with random weights is fine-tuned the same way, and both validation curves and test
-accuracies are shown.*"""
+accuracies are shown. Try it with the book's last-block recipe on the Wharton GPT: its frozen layers, pretrained
+on fiction alone, do no better than random ones (84.7 % against 85.3 %), where every layer trained gets 95.7 %
+against 93.3 %.*"""
 
 EXAMPLES = [
     ["You are a winner you have been specially selected to receive $1000 cash or a $2000 award."],
