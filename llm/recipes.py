@@ -148,7 +148,8 @@ class ContainsTrainConfig:
     def changes_from(self, recipe) -> str:
         """The settings that differ from `recipe`, as 'lr 5e-05, policy last-block' ('' when none)."""
         mine, theirs = self.to_dict(), recipe.to_dict()
-        mine.update(mine.pop("train")), theirs.update(theirs.pop("train"))
+        mine.update(mine.pop("train"))
+        theirs.update(theirs.pop("train"))
         return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                          for k, v in mine.items() if k != "note" and v != theirs.get(k))
 
