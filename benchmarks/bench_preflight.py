@@ -42,11 +42,10 @@ def measure_pretrain() -> tuple[float, int]:
 
 def measure_spam(base: str) -> float:
     from llm.classifier import finetune_spam
-    from llm.recipes import SPAM_SMALL
 
     with tempfile.TemporaryDirectory() as out:
         t = time.perf_counter()
-        job = finetune_spam(base, SPAM_SMALL, out=out, **preflight.SPAM_DEMO)
+        job = finetune_spam(base, preflight.SPAM_DEMO, out=out)
         for _ in job:
             pass
         job.finish(Path(out) / "spam.safetensors")  # the tab's last stage: accuracy on the whole sets, saved

@@ -31,9 +31,8 @@ ICONS = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
 #: shows a training loss below 1: 140, measured by benchmarks/bench_preflight.py (seed 123).
 LECTURE_STEPS_TO_LOSS_1 = 140
 #: The spam fine-tune of the lecture (Classify tab, section 6.7): the tab's recipe for the lecture's
-#: bundled model (`llm.recipes.SPAM_SMALL`) with these changes: the lecture script's one epoch of at
-#: most 60 steps.
-SPAM_DEMO = {"epochs": 1, "max_steps": 60, "eval_iter": 5}
+#: bundled model (`llm.recipes.SPAM_SMALL`) cut to the lecture script's one epoch of at most 60 steps.
+SPAM_DEMO = SPAM_SMALL.with_(epochs=1, max_steps=60, eval_batches=5)
 GENERATE_TOKENS = 200
 WARMUP_TOKENS = 30
 WARMUP_STEPS = 3
@@ -207,7 +206,7 @@ def time_spam_steps(base: str, steps: int = WARMUP_STEPS) -> tuple[float, float,
 
     from .classifier import finetune_spam
 
-    run = finetune_spam(base, SPAM_SMALL, out=tempfile.gettempdir(), **{**SPAM_DEMO, "max_steps": steps + 1})
+    run = finetune_spam(base, SPAM_DEMO, out=tempfile.gettempdir(), max_steps=steps + 1)
     times, last = [], time.perf_counter()
     for event in run:
         if event.kind == "step":
@@ -233,9 +232,9 @@ def predict_spam(step_s: float, forward_s: float, run) -> float:
     """Seconds of the spam demo: its steps, the evaluations every 50 steps, and at the end the
     accuracy on the full train, validation and test sets (forward-only batches)."""
     loaders = run.loaders
-    steps = min(SPAM_DEMO["max_steps"], len(loaders.train_loader) * SPAM_DEMO["epochs"])
-    evals = 1 + steps // 50
-    forward_batches = (evals * 2 * SPAM_DEMO["eval_iter"] + len(loaders.train_loader) +
+    steps = min(SPAM_DEMO.max_steps, len(loaders.train_loader) * SPAM_DEMO.epochs)
+    evals = 1 + steps // SPAM_DEMO.eval_every
+    forward_batches = (evals * 2 * SPAM_DEMO.eval_batches + len(loaders.train_loader) +
                        len(loaders.val_loader) + len(loaders.test_loader))
     return step_s * steps + forward_batches * forward_s
 
@@ -366,7 +365,7 @@ def run_preflight(lecture_model: str | None = None, judge_host: str | None = Non
         seconds = predict_spam(spam_step, spam_forward, run)
         report.predictions["spam"] = seconds
         checks.append(_timed_check("Classify: spam fine-tune (ch. 6)", seconds, SLOW_S["spam"],
-                                   f"{SPAM_DEMO['max_steps']} steps of batch {SPAM_SMALL.batch_size} and the "
+                                   f"{SPAM_DEMO.max_steps} steps of batch {SPAM_DEMO.batch_size} and the "
                                    "accuracy on every set", "lower the max steps in the Classify tab"))
     except (ValueError, OSError, RuntimeError) as exc:
         checks.append(Check("Classify: spam fine-tune (ch. 6)", "fail", f"the fine-tune does not start: {exc}",

@@ -331,11 +331,12 @@ def spam_pretraining_gain(pretrained_acc: float, random_acc: float, policy: str)
     """What pretraining bought a spam classifier (chapter 6's point): its test accuracy against a random
     model of the same shape fine-tuned with the same recipe, in points, and what no gain means."""
     points = 100 * (pretrained_acc - random_acc)
+    worth = f"pretraining is worth {points:+.1f} points here"
     if points > 0:
-        return f"pretraining is worth {points:+.1f} points here."
+        return worth + "."
     if policy == "all":
-        return (f"pretraining is worth {points:+.1f} points here: no gain, this recipe trains every layer and "
-                "the task's own data is enough to learn it from random weights.")
-    return (f"pretraining is worth {points:+.1f} points here: no gain, so the frozen layers' features are no "
-            "better for this task than random ones (what the base learned from its pretraining text does not "
-            "carry what sets these messages apart). Training every layer lets them adapt.")
+        return worth + (": no gain, this recipe trains every layer and the task's own data is enough to learn it "
+                        "from random weights.")
+    return worth + (": no gain, so the frozen layers' features are no better for this task than random ones (what "
+                    "the base learned from its pretraining text does not carry what sets these messages apart). "
+                    "Training every layer lets them adapt.")
