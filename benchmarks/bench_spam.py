@@ -16,9 +16,10 @@ same with the last two blocks trainable, and prints the book's reference numbers
 
 With a small pretrained base (under `llm.recipes.SMALL_BASE_PARAMETERS`, such as the bundled
 Wharton GPT) it runs, each on the base and on its random twin (same shape, random weights):
-the book's last-block recipe unchanged, the same at lr 1e-3, and `SPAM_SMALL`, the recipe the
-Classify tab picks for such a base. Target (issue 15): >= 95 % test accuracy with the book's
-last-block recipe in <= 2 minutes on 2 cores.
+the book's last-block recipe unchanged, the same at lr 1e-3 (5 epochs, then 15: the longest that
+stays under 2 minutes), and `SPAM_SMALL`, the recipe the Classify tab picks for such a base.
+Target (issue 15): >= 95 % test accuracy with the book's last-block recipe in <= 2 minutes on
+2 cores; "closest" names the best last-block run within the 2 minutes.
 """
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def small_base_runs(base: str, out_dir: Path) -> list[dict]:
     from llm.catalog import random_twin
 
     recipes = [("book-last-block", None, BOOK), ("book-last-block-lr1e-3", None, {**BOOK, "lr": 1e-3}),
+               ("book-last-block-lr1e-3-15-epochs", None, {**BOOK, "lr": 1e-3, "epochs": 15}),
                ("spam-small", SPAM_SMALL, {})]
     runs = []
     for label, recipe, settings in recipes:
@@ -117,6 +119,9 @@ def main(argv=None) -> int:
             book = runs[0]
             report["target"] = {"test_acc": 0.95, "wall_s": 120, "recipe": "book-last-block"}
             report["met"] = {"test_acc": book["test_acc"] >= 0.95, "wall_s": book["wall_s"] <= 120}
+            in_time = [r for r in runs if r["run"].startswith("book-last-block") and r["wall_s"] <= 120]
+            closest = max(in_time, key=lambda r: r["test_acc"], default=None)
+            report["closest"] = closest and {key: closest[key] for key in ("run", "test_acc", "val_acc", "wall_s")}
         else:
             runs = [run(args.base, "book-last-block", out_dir, **BOOK),
                     run(args.base, "book-last-2-blocks", out_dir, **{**BOOK, "policy": "last-k", "k": 2})]
