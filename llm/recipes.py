@@ -146,12 +146,18 @@ class ContainsTrainConfig:
         raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
 
     def changes_from(self, recipe) -> str:
-        """The settings that differ from `recipe`, as 'lr 5e-05, policy last-block' ('' when none)."""
+        """The settings that differ from `recipe`, as 'lr 5e-05, policy last-block' ('' when none);
+        settings this run does not use (`unused`) are left out."""
         mine, theirs = self.to_dict(), recipe.to_dict()
         mine.update(mine.pop("train"))
         theirs.update(theirs.pop("train"))
+        skip = {"note", *self.unused()}
         return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in mine.items() if k != "note" and v != theirs.get(k))
+                         for k, v in mine.items() if k not in skip and v != theirs.get(k))
+
+    def unused(self) -> set[str]:
+        """Names of settings that do not change this run (none by default)."""
+        return set()
 
     def to_dict(self) -> dict:
         """JSON-able, with the TrainConfig nested under "train" (as saved in checkpoints)."""
@@ -193,6 +199,10 @@ class SpamSettings(ContainsTrainConfig):
     batch_size: int = 8
     drop_rate: float | None = None  # dropout while fine-tuning (None: the base model's own)
     note: str = ""
+
+    def unused(self) -> set[str]:
+        """k counts only for policy last-k, rank and alpha only for lora."""
+        return ({"k"} if self.policy != "last-k" else set()) | ({"rank", "alpha"} if self.policy != "lora" else set())
 
     def validate(self) -> "SpamSettings":
         if self.policy not in POLICIES:

@@ -45,7 +45,8 @@ def test_finetune_streams_losses_samples_and_saves_an_instruct_checkpoint(finetu
 
     updates, (status, losses, lr, compared, samples, checkpoint, picker) = finetuned
     assert len(updates) >= 2
-    assert "Done" in status and "935 train / 55 validation" in status and "from-scratch recipe" in status
+    assert "Done" in status and "935 train / 55 validation" in status
+    assert "the recipe for lab-tiny, changed here: max_steps 6" in status
     kinds = {row[2] for row in _rows(losses)}
     assert kinds == {"step loss", "smoothed", "train loss (evaluation)", "validation loss (evaluation)"}
     assert "Validation instruction:" in samples and "step     1:" in samples and "step     6:" in samples

@@ -70,6 +70,9 @@ def test_a_run_says_which_settings_it_changed_from_its_recipe():
     changed = SPAM_SMALL.with_(policy="last-block", lr=5e-5, epochs=5, batch_size=8).changes_from(SPAM_SMALL)
     assert changed == "policy last-block, batch_size 8, lr 5e-05, epochs 5"
     assert INSTRUCT_SMALL.with_(max_steps=3).changes_from(INSTRUCT_SMALL) == "max_steps 3"
+    # k counts only for last-k, rank and alpha only for LoRA
+    assert SPAM_SMALL.with_(k=3, rank=4, alpha=4).changes_from(SPAM_SMALL) == ""
+    assert SPAM_SMALL.with_(policy="lora", k=3, rank=4).changes_from(SPAM_SMALL) == "policy lora, rank 4"
 
 
 def test_what_pretraining_bought_is_said_in_points_and_no_gain_is_explained():

@@ -15,7 +15,7 @@ import gradio as gr
 from llm.recipes import spam_pretraining_gain
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import comparison_plot, drive, recipe_fill, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, recipe_changes, recipe_fill, recipe_for, run_panel, sentence, wire
 from .shared import SESSION_TTL_S, checkpoint_folder, clean_text, get_model, notices_md, number
 
 TITLE = "Classify"
@@ -129,7 +129,7 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     from llm.classifier import finetune_spam
 
     get_model(base, session_models)  # checks the choice is a model of this lab or session, and available
-    recipe, reason = base_recipe(base, session_models)
+    recipe, _ = base_recipe(base, session_models)
     try:
         settings = recipe.with_(
             policy=policy, k=number(k, "k", int, 1, 1000), rank=number(rank, "LoRA rank", int, 1, 4096),
@@ -146,8 +146,8 @@ def finetune(base, data, policy, k, rank, epochs, lr, batch_size, max_steps, see
     t = settings.train
     trains_embeddings = settings.policy == "all" and t.embedding_lr_scale != 1
     embeddings = f" (token embeddings x{t.embedding_lr_scale:g})" if trains_embeddings else ""
-    intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: {settings.policy} trainable, "
-             f"lr {t.lr:g}{embeddings} ({t.schedule}), {t.epochs} epochs, batch {settings.batch_size}, {data} data")
+    intro = (f"This run: {settings.policy} trainable, lr {t.lr:g}{embeddings} ({t.schedule}), {t.epochs} epochs, "
+             f"batch {settings.batch_size}, {data} data · {recipe_changes(settings, recipe, base)}")
 
     def start(twin=False):
         from llm.limits import current

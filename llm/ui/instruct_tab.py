@@ -15,7 +15,7 @@ from llm.config import INFERENCE_PRECISIONS
 from llm.limits import current
 
 from .lecture import ADVANCED, CONTROLS, RESULT
-from .run_view import comparison_plot, drive, recipe_fill, recipe_for, run_panel, sentence, wire
+from .run_view import comparison_plot, drive, recipe_changes, recipe_fill, recipe_for, run_panel, sentence, wire
 from .shared import (DEFAULT_MODEL, SESSION_TTL_S, checkpoint_folder, find_entry, follow, get_model, number,
                      stop_run)
 
@@ -118,7 +118,7 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     if entry is not None and entry.task == "classifier":
         raise gr.Error(f"{entry.label} is a classifier (a 2-way output head): pick a language model or an "
                        "instruct model as the base.")
-    recipe, reason = base_recipe(base, session_models)
+    recipe, _ = base_recipe(base, session_models)
     try:
         settings = recipe.with_(
             epochs=number(epochs, "Epochs", int, 1, 10_000), lr=number(lr, "Learning rate"),
@@ -134,10 +134,10 @@ def finetune(base, source, upload, epochs, lr, batch_size, max_steps, mask_instr
     target = checkpoint_folder(keep, session_dir)
     stop = threading.Event()
     t = settings.train
-    intro = (reason.replace(" The values stay editable.", "") + f"\n\nThis run: lr {t.lr:g} ({t.schedule}), "
-             f"{t.epochs} epochs, batch {settings.batch_size} · {len(splits.train):,} train / "
-             f"{len(splits.val):,} validation records" + (" · instruction masked out of the loss"
-                                                          if mask_instructions else ""))
+    intro = (f"This run: lr {t.lr:g} ({t.schedule}), {t.epochs} epochs, batch {settings.batch_size} · "
+             f"{len(splits.train):,} train / {len(splits.val):,} validation records"
+             + (" · instruction masked out of the loss" if mask_instructions else "")
+             + f" · {recipe_changes(settings, recipe, base)}")
 
     def start(twin=False):
         # a private copy: the cached model stays as it is

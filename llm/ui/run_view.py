@@ -70,6 +70,12 @@ def recipe_fill(values: tuple, reason: str, shown_reason: str | None) -> tuple:
     return (*values, reason)
 
 
+def recipe_changes(settings, recipe, base) -> str:
+    """What a run changed in its base's recipe (the form names the recipe itself), for the run's status."""
+    changed = settings.changes_from(recipe)
+    return f"the recipe for {base}" + (f", changed here: {changed}" if changed else ", unchanged")
+
+
 def recipe_for(base, session_models, choose: Callable):
     """(recipe, reason) for training `base`: `choose(random_base, parameters)` is `llm.recipes.spam_recipe`
     or `instruct_recipe`; the base counts as random when the catalog lists it as a preset, and its
