@@ -110,11 +110,11 @@ def main(argv=None) -> int:
         from llm.catalog import load_model
 
         try:
-            load_model(args.base)  # a clear message when the weights are not here
+            parameters = load_model(args.base).config.num_parameters()  # a clear message when the weights are not here
         except ValueError as exc:
             print(json.dumps({"base": args.base, "error": str(exc)}, indent=2))
             return 2
-        if is_small_base(load_model(args.base).config.num_parameters()):
+        if is_small_base(parameters):
             runs = small_base_runs(args.base, out_dir)
             book = runs[0]
             report["target"] = {"test_acc": 0.95, "wall_s": 120, "recipe": "book-last-block"}
